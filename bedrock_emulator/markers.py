@@ -1,0 +1,79 @@
+"""Fault injection through markers written in the prompt.
+
+A test that goes through the whole gateway can only shape what reaches the
+emulator through the prompt, so faults are requested there::
+
+    [[emulator:error=ThrottlingException]]        answer that Bedrock error
+    [[emulator:slow=300]]                          wait 300 ms before answering and between stream frames
+    [[emulator:stream-exception=ThrottlingException]]  a few stream frames, then that exception frame
+    [[emulator:drop]]                              a few stream frames, then a TCP abort
+    [[emulator:tool]] / [[emulator:tool=NAME]]     answer with a tool call (last user message only)
+
+Markers are found anywhere in the system prompt or message text (``tool``
+only in the last user message). A misspelt marker is a 400, so a test never
+passes by accident because its fault was silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import BEDROCK_STATUS, validation
+
+MARKER = re.compile(r"\[\[emulator:([a-z-]+)(?:=([^\]]*))?\]\]")
+_MAX_SLOW_MS = 600_000
+
+
+@dataclass(frozen=True)
+class Markers:
+    error: str | None = None  # Bedrock exception name, e.g. "ThrottlingException"
+    slow_ms: int = 0
+    stream_exception: str | None = None  # exception name, e.g. "ThrottlingException"
+    drop: bool = False
+
+
+def _exception_name(value: str | None, marker: str) -> str:
+    """Accept ``ThrottlingException`` or the stream member spelling ``throttlingException``."""
+    name = (value or "")[:1].upper() + (value or "")[1:]
+    if name not in BEDROCK_STATUS:
+        raise validation(f"Emulator marker [[emulator:{marker}=...]] names an unknown Bedrock exception: {value!r}")
+    return name
+
+
+def scan(text: str) -> Markers:
+    error = stream_exception = None
+    slow_ms = 0
+    drop = False
+    for match in MARKER.finditer(text):
+        kind, value = match.group(1), match.group(2)
+        if kind == "error":
+            error = _exception_name(value, kind)
+        elif kind == "stream-exception":
+            stream_exception = _exception_name(value, kind)
+        elif kind == "slow":
+            if value is None or not value.isdigit() or int(value) > _MAX_SLOW_MS:
+                raise validation(f"Emulator marker [[emulator:slow=MS]] needs milliseconds up to {_MAX_SLOW_MS}, got {value!r}")
+            slow_ms = int(value)
+        elif kind == "drop" and value is None:
+            drop = True
+        elif kind != "tool":
+            raise validation(f"Unknown emulator marker: {match.group(0)}")
+    return Markers(error, slow_ms, stream_exception, drop)
+
+
+def requested_tool(last_user_text: str) -> str | None:
+    """``""`` for "the first tool", a name for that tool, ``None`` for no tool call."""
+    for match in MARKER.finditer(last_user_text):
+        if match.group(1) == "tool":
+            return match.group(2) or ""
+    return None
+
+
+def strip(text: str) -> str:
+    return " ".join(MARKER.sub(" ", text).split())
+
+
+def stream_member(exception: str) -> str:
+    """``ThrottlingException`` → ``throttlingException``, the event stream union member."""
+    return exception[:1].lower() + exception[1:]

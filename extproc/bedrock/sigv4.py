@@ -1,0 +1,40 @@
+"""SigV4 for Bedrock Runtime, done by botocore's own signer.
+
+We do not write our own signing: botocore's ``SigV4Auth`` is what every AWS
+SDK user relies on, and its canonicalisation (including the second
+URI-encoding of the path that non-S3 services expect: ``%3A`` on the wire is
+``%253A`` in the canonical request) is exactly what Bedrock verifies.
+
+What *is* ours is the choice of what to sign: only ``host``,
+``content-type``, ``x-amz-date`` and, with temporary credentials,
+``x-amz-security-token``. Forwarded and hop-by-hop headers are left out
+because Envoy may add or change them after we sign.
+"""
+
+from __future__ import annotations
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import ReadOnlyCredentials
+
+SERVICE = "bedrock"
+
+
+def sign(
+    *,
+    method: str,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    credentials: ReadOnlyCredentials,
+    region: str,
+    service: str = SERVICE,
+) -> dict[str, str]:
+    """Sign a request; return the headers to send (the given ones plus auth).
+
+    ``url`` must be exactly what goes on the wire (scheme, host, encoded path,
+    query); ``headers`` are the headers to be signed, ``host`` included.
+    """
+    request = AWSRequest(method=method, url=url, data=body, headers=headers)
+    SigV4Auth(credentials, service, region).add_auth(request)
+    return {name.lower(): value for name, value in request.headers.items()}

@@ -1,0 +1,215 @@
+"""Gateway configuration: a YAML file validated by pydantic.
+
+Errors name the bad field *and* the line it is on, because the people who edit
+this file are platform engineers reading a deploy log, not Python tracebacks.
+The environment contract of DESIGN.md (``GATEWAY_CONFIG``,
+``GATEWAY_KEYS_FILE``, ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``, ``AWS_REGION``)
+is applied here, in one place, so the rest of the code reads resolved values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_REGION = "us-east-1"
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    """Unknown fields are errors: a typo must not silently disable a setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Prices(_Strict):
+    """USD per million tokens of each type (used for cost metering)."""
+
+    input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+    cache_read: float = Field(0.0, ge=0)
+    cache_write: float = Field(0.0, ge=0)
+
+
+class ModelEntry(_Strict):
+    """One catalogue model: what clients may call it and where it goes on Bedrock."""
+
+    bedrock_id: str = Field(min_length=1, description="model or inference profile ID sent to Bedrock")
+    base_id: str | None = Field(None, description="base model ID (count-tokens needs it)")
+    names: tuple[str, ...] = Field((), description="Anthropic/OpenAI-style names clients send")
+    prices: Prices = Prices()
+
+
+class Policy(_Strict):
+    """What a consumer may do. ``models: ["*"]`` means every catalogue model."""
+
+    models: tuple[str, ...] = ("*",)
+
+
+class Consumer(_Strict):
+    policy: str = "default"
+    key_sha256: tuple[str, ...] = Field((), description="SHA-256 hex digests of this consumer's keys")
+
+    @field_validator("key_sha256", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _hex_digests(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for digest in value:
+            if not _SHA256_HEX.match(digest):
+                raise ValueError("must be a lowercase SHA-256 hex digest (see `extproc keys new`)")
+        return value
+
+
+class Upstream(_Strict):
+    region: str | None = None
+    endpoint: str | None = Field(None, description="overridden by AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+
+
+def _default_catalogue() -> dict[str, ModelEntry]:
+    return {
+        "haiku": ModelEntry(
+            bedrock_id="us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            base_id="anthropic.claude-haiku-4-5-20251001-v1:0",
+            names=("claude-haiku-4-5", "claude-haiku-4-5-20251001"),
+            prices=Prices(input=1.0, output=5.0, cache_read=0.1, cache_write=1.25),
+        ),
+        "sonnet": ModelEntry(
+            bedrock_id="us.anthropic.claude-sonnet-4-20250514-v1:0",
+            base_id="anthropic.claude-sonnet-4-20250514-v1:0",
+            names=("claude-sonnet-4-0", "claude-sonnet-4-20250514"),
+            prices=Prices(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75),
+        ),
+        "opus": ModelEntry(
+            bedrock_id="us.anthropic.claude-opus-4-5-20251101-v1:0",
+            base_id="anthropic.claude-opus-4-5-20251101-v1:0",
+            names=("claude-opus-4-5", "claude-opus-4-5-20251101"),
+            prices=Prices(input=5.0, output=25.0, cache_read=0.5, cache_write=6.25),
+        ),
+    }
+
+
+class Models(_Strict):
+    default: str = "haiku"
+    catalogue: dict[str, ModelEntry] = Field(default_factory=_default_catalogue)
+
+    @model_validator(mode="after")
+    def _default_is_listed(self) -> Models:
+        if self.default not in self.catalogue:
+            raise ValueError(f"default model {self.default!r} is not in the catalogue")
+        return self
+
+
+class GatewayConfig(_Strict):
+    """The whole file. Every section is optional; the defaults make a working gateway."""
+
+    upstream: Upstream = Upstream()
+    models: Models = Models()
+    policies: dict[str, Policy] = Field(default_factory=lambda: {"default": Policy()})
+    consumers: dict[str, Consumer] = Field(default_factory=dict)
+    keys_file: str | None = Field(None, description="overridden by GATEWAY_KEYS_FILE")
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> GatewayConfig:
+        if "default" not in self.policies:
+            raise ValueError("policies: a policy named 'default' is required (consumers without their own get it)")
+        for name, consumer in self.consumers.items():
+            if consumer.policy not in self.policies:
+                raise ValueError(f"consumers.{name}.policy: unknown policy {consumer.policy!r}")
+        for name, policy in self.policies.items():
+            for model in policy.models:
+                if model != "*" and model not in self.models.catalogue:
+                    raise ValueError(f"policies.{name}.models: {model!r} is not a catalogue alias")
+        return self
+
+
+class Settings(BaseModel):
+    """The configuration with the environment applied: what the server runs on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config: GatewayConfig
+    region: str
+    endpoint_url: str
+    keys_file: Path | None
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """Walk a composed YAML node tree along a pydantic error location."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(part)), None)
+            key = next((k for k, _ in node.value if k.value == str(part)), None)
+            if match is None:
+                break
+            line, node = (key.start_mark.line + 1 if key is not None else line), match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
+    """Parse and validate configuration text; raise ConfigError naming field and line."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text) if root is not None else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(p for p in error["loc"] if p not in ("function-after",))
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(root, loc)
+            where = f"{source}:{line}" if line else source
+            problems.append(f"{where}: {field}: {error['msg']}")
+        raise ConfigError("invalid gateway configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def load_settings(env: os._Environ[str] | dict[str, str] | None = None) -> Settings:
+    """Read ``GATEWAY_CONFIG`` (optional) and apply the environment contract."""
+    env = os.environ if env is None else env
+    path = env.get("GATEWAY_CONFIG")
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"GATEWAY_CONFIG={path}: cannot read: {exc.strerror}") from None
+        config = parse_config(text, source=path)
+    else:
+        config = GatewayConfig()
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or config.upstream.region or DEFAULT_REGION
+    endpoint = (
+        env.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+        or env.get("AWS_ENDPOINT_URL")
+        or config.upstream.endpoint
+        or f"https://bedrock-runtime.{region}.amazonaws.com"
+    )
+    if not re.match(r"^https?://[^/\s]+/?$", endpoint):
+        raise ConfigError(f"Bedrock endpoint {endpoint!r} must be http(s)://host[:port] with no path")
+    keys_file = env.get("GATEWAY_KEYS_FILE") or config.keys_file
+    return Settings(
+        config=config, region=region, endpoint_url=endpoint.rstrip("/"), keys_file=Path(keys_file) if keys_file else None
+    )

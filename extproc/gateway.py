@@ -1,0 +1,246 @@
+"""The gateway's decisions, one method per ext_proc phase.
+
+Each method takes plain values (headers as a dict, body as bytes) and returns
+a :class:`Forward` (go on, with these changes) or a :class:`Reply` (answer
+the client now). ``server.py`` turns those into ext_proc protobufs; nothing
+here knows about gRPC, which keeps every decision testable without Envoy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from . import metrics
+from .bedrock import errors as bedrock_errors
+from .bedrock.catalogue import Catalogue, Model
+from .bedrock.credentials import CredentialSource
+from .bedrock.endpoint import ROUTING_HEADER, Endpoint
+from .bedrock.sigv4 import sign
+from .config import Settings
+from .errors import GatewayError, Kind, invalid
+from .keys import KeyRing
+from .routes import Operation, Route, classify
+from .translate import anthropic_invoke
+from .usage import Usage
+
+log = logging.getLogger("extproc.request")
+
+# Client headers that may travel on to Bedrock. Everything else is removed
+# (API keys, cookies, client SigV4 and x-amz-* headers, custom headers that
+# might carry a credential): an allowlist cannot miss a new credential header.
+# x-forwarded-proto stays: Envoy's route match needs it after the route cache is cleared.
+_FORWARDED_HEADERS = frozenset({"user-agent", "x-request-id", "x-forwarded-proto"})
+
+
+@dataclass(slots=True)
+class Forward:
+    """Let the request or response continue, with these changes."""
+
+    set_headers: list[tuple[str, str]] = field(default_factory=list)
+    remove_headers: list[str] = field(default_factory=list)
+    body: bytes | None = None
+    clear_route_cache: bool = False
+
+
+@dataclass(slots=True)
+class Reply:
+    """Answer the client now; nothing (more) goes upstream."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(slots=True)
+class RequestState:
+    """Everything known about one HTTP request; lives as long as its ext_proc stream."""
+
+    started: float = field(default_factory=time.monotonic)
+    request_id: str = ""
+    method: str = ""
+    path: str = ""
+    route: Route = field(default_factory=lambda: classify("", "/"))
+    consumer: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    model: Model | None = None
+    upstream_started: float | None = None
+    status: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    error: str | None = None
+    finished: bool = False
+
+
+def client_key(headers: dict[str, str]) -> str | None:
+    """The gateway key from ``x-api-key`` or ``Authorization: Bearer``."""
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    auth = headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+class Gateway:
+    def __init__(self, settings: Settings, keys: KeyRing, credentials: CredentialSource) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.credentials = credentials
+        self.catalogue = Catalogue(settings.config.models)
+        self.endpoint = Endpoint.from_url(settings.endpoint_url)
+
+    # -- phase 1 -------------------------------------------------------------
+    def request_headers(self, state: RequestState, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply:
+        state.headers = headers
+        state.method = headers.get(":method", "")
+        state.path = headers.get(":path", "")
+        state.request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        state.route = classify(state.method, state.path)
+        try:
+            key = client_key(headers)
+            consumer = self.keys.consumer_for(key) if key else None
+            if consumer is None:
+                metrics.AUTH_FAILURES.labels(state.route.label, "missing" if key is None else "invalid").inc()
+                raise GatewayError(
+                    401,
+                    Kind.AUTHENTICATION,
+                    "missing API key: send it as x-api-key or Authorization: Bearer"
+                    if key is None
+                    else "invalid API key",
+                    code="invalid_api_key",
+                )
+            state.consumer = consumer
+            if state.route.operation is None:
+                raise GatewayError(404, Kind.NOT_FOUND, f"no route for {state.method} {state.path.split('?', 1)[0]}")
+            if end_of_stream:
+                raise invalid("this route needs a JSON request body")
+        except GatewayError as exc:
+            return self.reject(state, exc)
+        return Forward()
+
+    # -- phase 2 -------------------------------------------------------------
+    def request_body(self, state: RequestState, body: bytes) -> Forward | Reply:
+        try:
+            if state.route.operation is Operation.ANTHROPIC_MESSAGES:
+                return self._anthropic_messages(state, body)
+            raise GatewayError(404, Kind.NOT_FOUND, f"no route for {state.method} {state.path}")
+        except GatewayError as exc:
+            return self.reject(state, exc)
+
+    def _anthropic_messages(self, state: RequestState, body: bytes) -> Forward:
+        request = anthropic_invoke.parse_request(body)
+        if request.stream:
+            raise invalid("stream: streaming responses are not enabled on this gateway yet", param="stream")
+        model = self._model_for(state, request.model)
+        betas = anthropic_invoke.beta_flags(state.headers.get("anthropic-beta"))
+        upstream_body = anthropic_invoke.to_invoke_body(request, betas)
+        return self._to_bedrock(state, f"/model/{quote(model.bedrock_id, safe='')}/invoke", upstream_body)
+
+    def _model_for(self, state: RequestState, name: str) -> Model:
+        model = self.catalogue.resolve(name)
+        if model is None:
+            raise GatewayError(404, Kind.NOT_FOUND, f"model {name!r} is not available on this gateway", param="model",
+                               code="model_not_found")
+        consumer = self.settings.config.consumers.get(state.consumer or "")
+        policy = self.settings.config.policies[consumer.policy if consumer else "default"]
+        if not self.catalogue.allowed(policy, model):
+            raise GatewayError(403, Kind.PERMISSION, f"this API key may not use model {name!r}", param="model")
+        state.model = model
+        return model
+
+    def _to_bedrock(self, state: RequestState, path: str, body: bytes) -> Forward:
+        """Point the request at Bedrock: new path, host and body, signed; client credentials gone."""
+        signed = sign(
+            method="POST",
+            url=self.endpoint.url(path),
+            body=body,
+            headers={"host": self.endpoint.authority, "content-type": "application/json"},
+            credentials=self.credentials.current(),
+            region=self.settings.region,
+        )
+        signed.pop("host")
+        set_headers = [
+            (":path", path),
+            (":authority", self.endpoint.authority),
+            ("content-length", str(len(body))),
+            ("accept", "application/json"),
+            (ROUTING_HEADER, self.endpoint.routing),
+            *signed.items(),
+        ]
+        replaced = {name for name, _ in set_headers}
+        remove = [
+            name
+            for name in state.headers
+            if not name.startswith(":") and name not in _FORWARDED_HEADERS and name not in replaced
+        ]
+        state.upstream_started = time.monotonic()
+        return Forward(set_headers=set_headers, remove_headers=remove, body=body, clear_route_cache=True)
+
+    # -- phase 3 -------------------------------------------------------------
+    def response_headers(self, state: RequestState, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply:
+        if state.upstream_started is None:
+            return Forward()  # a local reply Envoy made itself (e.g. 413): not Bedrock's answer
+        state.status = int(headers.get(":status", "0") or 0)
+        state.response_headers = headers
+        if end_of_stream:
+            return self.response_body(state, b"")
+        return Forward()
+
+    # -- phase 4 -------------------------------------------------------------
+    def response_body(self, state: RequestState, body: bytes) -> Forward | Reply:
+        status = state.status or 0
+        if not 200 <= status < 300:
+            error = bedrock_errors.from_upstream(status, state.response_headers, body)
+            return self.reject(state, error, upstream=True)
+        if state.route.operation is Operation.ANTHROPIC_MESSAGES:
+            state.usage = anthropic_invoke.read_response(body)
+        self.finish(state)
+        return Forward()
+
+    # -- endings -------------------------------------------------------------
+    def reject(self, state: RequestState, error: GatewayError, upstream: bool = False) -> Reply:
+        """Answer ``error`` in the client's API shape and record why."""
+        state.status = error.status
+        state.error = f"{'upstream ' if upstream else ''}{error.kind.value}: {error.code or ''}".rstrip(": ")
+        if error.status >= 500:
+            log.warning("request failed", extra={"request_id": state.request_id, "error": str(error)})
+        status, headers, body = error.render(state.route.api)
+        self.finish(state)
+        return Reply(status, headers, body)
+
+    def finish(self, state: RequestState) -> None:
+        """Log and count a request exactly once, however it ended."""
+        if state.finished or not state.request_id:
+            return
+        state.finished = True
+        status = state.status if state.status is not None else 499
+        model = state.model.alias if state.model else ""
+        consumer = state.consumer or ""
+        metrics.REQUESTS.labels(consumer, state.route.label, model, f"{status // 100}xx").inc()
+        for token_type, count in state.usage.as_dict().items():
+            if count:
+                metrics.TOKENS.labels(consumer, state.route.label, model, token_type).inc(count)
+        log.info(
+            "request",
+            extra={
+                "request_id": state.request_id,
+                "consumer": consumer,
+                "route": state.route.label,
+                "model": model,
+                "bedrock_model": state.model.bedrock_id if state.model else "",
+                "status": status,
+                "error": state.error,
+                "tokens": state.usage.as_dict(),
+                "duration_ms": round((time.monotonic() - state.started) * 1000, 2),
+                "upstream_ms": round((time.monotonic() - state.upstream_started) * 1000, 2)
+                if state.upstream_started
+                else None,
+                "user_agent": state.headers.get("user-agent", ""),
+            },
+        )
