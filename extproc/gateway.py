@@ -160,7 +160,7 @@ class Gateway:
             method="POST",
             url=self.endpoint.url(path),
             body=body,
-            headers={"host": self.endpoint.authority, "content-type": "application/json"},
+            headers=[("host", self.endpoint.authority), ("content-type", "application/json")],
             credentials=self.credentials.current(),
             region=self.settings.region,
         )

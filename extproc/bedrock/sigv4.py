@@ -13,8 +13,10 @@ because Envoy may add or change them after we sign.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
+from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import ReadOnlyCredentials
 
 SERVICE = "bedrock"
@@ -25,7 +27,7 @@ def sign(
     method: str,
     url: str,
     body: bytes,
-    headers: dict[str, str],
+    headers: Iterable[tuple[str, str]],
     credentials: ReadOnlyCredentials,
     region: str,
     service: str = SERVICE,
@@ -33,8 +35,12 @@ def sign(
     """Sign a request; return the headers to send (the given ones plus auth).
 
     ``url`` must be exactly what goes on the wire (scheme, host, encoded path,
-    query); ``headers`` are the headers to be signed, ``host`` included.
+    query); ``headers`` are the (name, value) pairs to be signed, ``host``
+    included; a name may repeat, as HTTP allows.
     """
-    request = AWSRequest(method=method, url=url, data=body, headers=headers)
+    pairs = HTTPHeaders()
+    for name, value in headers:
+        pairs[name] = value  # HTTPHeaders appends: repeated names are kept in order
+    request = AWSRequest(method=method, url=url, data=body, headers=pairs)
     SigV4Auth(credentials, service, region).add_auth(request)
     return {name.lower(): value for name, value in request.headers.items()}
