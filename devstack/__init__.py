@@ -123,8 +123,8 @@ class Stack:
 
     workdir: Path
     ports: Ports = field(default_factory=Ports)
-    env: dict[str, str] = field(default_factory=dict)
-    """Extra environment for the extproc (GATEWAY_CONFIG, GATEWAY_KEYS_FILE, AWS_*)."""
+    env: dict[str, str | None] = field(default_factory=dict)
+    """Extra environment for the extproc (GATEWAY_CONFIG, GATEWAY_KEYS_FILE, AWS_*); None unsets."""
     with_emulator: bool = True
     emulator_args: list[str] = field(default_factory=list)
     foreground: bool = False

@@ -194,6 +194,8 @@ class Gateway:
 
     # -- phase 4 -------------------------------------------------------------
     def response_body(self, state: RequestState, body: bytes) -> Forward | Reply:
+        if state.upstream_started is None:
+            return Forward()
         status = state.status or 0
         if not 200 <= status < 300:
             error = bedrock_errors.from_upstream(status, state.response_headers, body)

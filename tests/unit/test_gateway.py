@@ -126,3 +126,4 @@ def test_envoy_local_replies_pass_through(gateway: Gateway) -> None:
     state = RequestState()
     gateway.request_headers(state, _headers(**{"x-api-key": KEY}), end_of_stream=False)
     assert gateway.response_headers(state, {":status": "413"}, False) == Forward()
+    assert gateway.response_body(state, b'{"error": "too large"}') == Forward()

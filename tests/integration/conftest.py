@@ -1,0 +1,90 @@
+"""A real gateway for the integration tests: Envoy + extproc + Bedrock emulator on free ports.
+
+One stack serves the whole session; tests that kill or restart a process
+start their own with :func:`make_stack`.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from devstack import Ports, Stack
+from extproc.keys import hash_key, mint_key
+
+
+@dataclass(frozen=True)
+class Keys:
+    alpha: str
+    """Known only from the keys file: gets the default policy (every model)."""
+    haiku_only: str
+    """Configured by hash with a policy allowing only haiku."""
+
+
+@pytest.fixture(scope="session")
+def keys() -> Keys:
+    return Keys(alpha=mint_key(), haiku_only=mint_key())
+
+
+def write_gateway_files(directory: Path, keys: Keys) -> dict[str, str | None]:
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "gateway.yaml"
+    config.write_text(
+        "policies:\n  default: {models: ['*']}\n  haiku-only: {models: [haiku]}\n"
+        f"consumers:\n  reports:\n    policy: haiku-only\n    key_sha256: {hash_key(keys.haiku_only)}\n"
+    )
+    keys_file = directory / "keys.yaml"
+    keys_file.write_text(f"alpha: {keys.alpha}\n")
+    return {"GATEWAY_CONFIG": str(config), "GATEWAY_KEYS_FILE": str(keys_file)}
+
+
+class Emulator:
+    """The emulator's inspection endpoint: what reached "Bedrock"."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def requests(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.url}/_emulator/requests", timeout=5) as response:
+            return json.load(response)
+
+    def clear(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/_emulator/requests", method="DELETE"), timeout=5)
+
+
+@pytest.fixture
+def make_stack(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Callable[..., Stack]]:
+    """Start a private stack (for tests that stop or restart its processes)."""
+    stacks: list[Stack] = []
+
+    def make(env: dict[str, str | None] | None = None, emulator_args: list[str] | None = None) -> Stack:
+        workdir = tmp_path_factory.mktemp("stack")
+        stack = Stack(workdir=workdir, ports=Ports.free(),
+                      env={**write_gateway_files(workdir, keys), **(env or {})},
+                      emulator_args=emulator_args or [])
+        stacks.append(stack)
+        return stack.start()
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("gateway")
+    stack = Stack(workdir=workdir, ports=Ports.free(), env=write_gateway_files(workdir, keys)).start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def emulator(stack: Stack) -> Emulator:
+    emulator = Emulator(stack.emulator_url)
+    emulator.clear()
+    return emulator
