@@ -24,12 +24,14 @@ from pathlib import Path
 
 import yaml
 
+from bedrock_emulator.credentials import DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY
+
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_YAML = ROOT / "envoy" / "envoy.yaml"
 
-EMULATOR_ACCESS_KEY_ID = "AKIDEMULATOR00000000"
-EMULATOR_SECRET_ACCESS_KEY = "emulator/local/development/secret/key/00"
-"""The emulator's built-in development credentials: public, accepted by nothing but the emulator."""
+# The emulator's built-in development credentials: public, accepted by nothing but the emulator.
+EMULATOR_ACCESS_KEY_ID = DEV_ACCESS_KEY_ID
+EMULATOR_SECRET_ACCESS_KEY = DEV_SECRET_ACCESS_KEY
 
 
 def free_port() -> int:
