@@ -184,8 +184,13 @@ class Stack:
         )
         wait_http(f"http://127.0.0.1:{self.ports.metrics}/healthz")
 
-    def start_envoy(self) -> None:
-        config = envoy_config(self.ports, self.workdir)
+    def start_envoy(self, config: Path | None = None) -> None:
+        """Start Envoy on ``config`` (default: ``envoy/envoy.yaml`` with this stack's ports).
+
+        ``config`` must listen on ``ports.gateway`` with its admin on ``ports.admin``;
+        the benchmark passes a variant derived from envoy.yaml (no ext_proc filter).
+        """
+        config = config or envoy_config(self.ports, self.workdir)
         self.spawn(
             "envoy",
             [_bin("envoy"), "-c", str(config), "--log-level", "warn", "--base-id", str(self.ports.admin),

@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 
 import yaml
 
@@ -35,25 +36,31 @@ def _dev_keys() -> str:
     return str(path)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops the stack the same way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 def main() -> int:
-    env: dict[str, str] = {}
+    env: dict[str, str | None] = {}
     env["GATEWAY_CONFIG"] = os.environ.get("GATEWAY_CONFIG", str(ROOT / "config" / "gateway.yaml"))
     env["GATEWAY_KEYS_FILE"] = os.environ.get("GATEWAY_KEYS_FILE") or _dev_keys()
     with_emulator = not os.environ.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
     stack = Stack(workdir=VAR, ports=Ports(), env=env, with_emulator=with_emulator, foreground=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
         vm = shutil.which("victoria-metrics")
         if vm:
             stack.spawn("victoria-metrics", [vm, "-httpListenAddr=127.0.0.1:8428", f"-storageDataPath={VAR / 'vm'}",
                                               f"-promscrape.config={ROOT / 'config' / 'scrape.yaml'}"])
-        keys = yaml.safe_load(open(env["GATEWAY_KEYS_FILE"])) or {}
+        keys_file = str(env["GATEWAY_KEYS_FILE"])
+        keys = yaml.safe_load(Path(keys_file).read_text()) or {}
         upstream = "the Bedrock emulator on :8090" if with_emulator else os.environ["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"]
         print(f"\ngateway ready on {stack.url} -> {upstream}"
               f"{'; VictoriaMetrics on :8428' if vm else ''}. Ctrl-C stops it.", file=sys.stderr)
-        if "dev" in keys and env["GATEWAY_KEYS_FILE"].startswith(str(VAR)):
-            print(f"local dev key (from {env['GATEWAY_KEYS_FILE']}): {keys['dev']}\n", file=sys.stderr)
+        if "dev" in keys and keys_file.startswith(str(VAR)):
+            print(f"local dev key (from {keys_file}): {keys['dev']}\n", file=sys.stderr)
         while all(p.popen.poll() is None for p in stack.processes.values()):
             time.sleep(0.5)
         dead = [p.name for p in stack.processes.values() if p.popen.poll() is not None]
