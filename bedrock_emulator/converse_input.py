@@ -11,6 +11,8 @@ The same reader serves CountTokens' ``converse`` input, which has no
 
 from __future__ import annotations
 
+import json
+from itertools import pairwise
 from typing import Any
 
 from .errors import BedrockError, validation
@@ -19,11 +21,34 @@ from .prompt import Prompt, Tool, Turn, canonical_json
 
 # Content block members Bedrock accepts in a message; exactly one per block.
 _BLOCK_MEMBERS = frozenset(
-    {"text", "image", "document", "video", "audio", "toolUse", "toolResult", "guardContent", "cachePoint",
-     "reasoningContent", "citationsContent", "searchResult"}
+    {
+        "text",
+        "image",
+        "document",
+        "video",
+        "audio",
+        "toolUse",
+        "toolResult",
+        "guardContent",
+        "cachePoint",
+        "reasoningContent",
+        "citationsContent",
+        "searchResult",
+    }
 )
 _SYSTEM_MEMBERS = frozenset({"text", "guardContent", "cachePoint"})
 _DEFAULT_MAX_TOKENS = 4096
+
+
+def load_body(body: bytes) -> dict[str, Any]:
+    """The JSON body of a modelled operation (Converse, ConverseStream, CountTokens)."""
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise validation(f"Unable to parse the request body as JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise validation("Unable to parse the request body: expected a JSON object.")
+    return value
 
 
 def _not_null(path: str) -> str:
@@ -36,7 +61,7 @@ def _detected(violations: list[str]) -> BedrockError:
 
 
 def _block_texts(block: dict[str, Any]) -> list[str]:
-    (member, value), = block.items()
+    ((member, value),) = block.items()
     if member == "text":
         return [str(value)]
     if member == "toolUse":
@@ -101,9 +126,10 @@ def _turns(messages: Any) -> tuple[tuple[Turn, ...], bool]:
         raise _detected(violations)
     if not turns or turns[0].role != "user":
         raise validation(
-            "A conversation must start with a user message. Try again with a conversation that starts with a user message."
+            "A conversation must start with a user message. "
+            "Try again with a conversation that starts with a user message."
         )
-    if any(a.role == b.role for a, b in zip(turns, turns[1:])):
+    if any(a.role == b.role for a, b in pairwise(turns)):
         raise validation(
             "A conversation must alternate between user and assistant roles. Make sure the conversation "
             "alternates between user and assistant roles and try again."
@@ -127,15 +153,19 @@ def _system(system: Any) -> tuple[str, ...]:
     return tuple(text for block in system for text in _block_texts(block))
 
 
-def _tools(tool_config: Any) -> tuple[Tool, ...]:
+def _tools(tool_config: Any) -> tuple[tuple[Tool, ...], str]:
+    """The tools, and their definitions as canonical JSON (they cost input tokens)."""
     if tool_config is None:
-        return ()
+        return (), ""
     tools = tool_config.get("tools") if isinstance(tool_config, dict) else None
     if tools is None:
         raise _detected([_not_null("toolConfig.tools")])
     if not isinstance(tools, list) or not tools:
         raise _detected(
-            ["Value '[]' at 'toolConfig.tools' failed to satisfy constraint: Member must have length greater than or equal to 1"]
+            [
+                "Value '[]' at 'toolConfig.tools' failed to satisfy constraint: "
+                "Member must have length greater than or equal to 1"
+            ]
         )
     found = []
     violations = []
@@ -155,7 +185,7 @@ def _tools(tool_config: Any) -> tuple[Tool, ...]:
         found.append(Tool(str(spec.get("name")), schema["json"]))
     if violations:
         raise _detected(violations)
-    return tuple(found)
+    return tuple(found), canonical_json(tools)
 
 
 def _inference(config: Any, model: Model) -> tuple[int, tuple[str, ...]]:
@@ -175,11 +205,14 @@ def _inference(config: Any, model: Model) -> tuple[int, tuple[str, ...]]:
         if value is None:
             continue
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            violations.append(f"Value '{value}' at 'inferenceConfig.{key}' failed to satisfy constraint: Member must be a number")
+            violations.append(
+                f"Value '{value}' at 'inferenceConfig.{key}' failed to satisfy constraint: Member must be a number"
+            )
         elif not 0 <= value <= 1:
             bound = "less than or equal to 1" if value > 1 else "greater than or equal to 0"
             violations.append(
-                f"Value '{value}' at 'inferenceConfig.{key}' failed to satisfy constraint: Member must have value {bound}"
+                f"Value '{value}' at 'inferenceConfig.{key}' failed to satisfy constraint: "
+                f"Member must have value {bound}"
             )
     stops = config.get("stopSequences", [])
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
@@ -201,7 +234,7 @@ def parse(body: dict[str, Any], model: Model) -> Prompt:
     turns, uses_tools = _turns(body.get("messages"))
     system = _system(body.get("system"))
     tool_config = body.get("toolConfig")
-    tools = _tools(tool_config)
+    tools, tools_json = _tools(tool_config)
     if uses_tools and tool_config is None:
         raise validation("The toolConfig field must be defined when using toolUse and toolResult content blocks.")
     max_tokens, stop_sequences = _inference(body.get("inferenceConfig"), model)
@@ -209,7 +242,7 @@ def parse(body: dict[str, Any], model: Model) -> Prompt:
         system=system,
         turns=turns,
         tools=tools,
-        tools_json=canonical_json(tool_config.get("tools")) if tools else "",
+        tools_json=tools_json,
         max_tokens=max_tokens,
         stop_sequences=stop_sequences,
     )

@@ -73,7 +73,7 @@ def validation(message: str) -> BedrockError:
 def error_response(error: BedrockError, request_id: str) -> web.Response:
     return web.Response(
         status=error.status,
-        body=json.dumps({"message": error.message}).encode(),
+        body=json.dumps({"message": error.message}, separators=(",", ":")).encode(),
         content_type="application/json",
         headers={
             "x-amzn-RequestId": request_id,

@@ -77,5 +77,5 @@ def exception_frame(exception_type: str, message: str) -> bytes:
     """A modelled stream error; ``exception_type`` is the camelCase union member."""
     return encode_frame(
         {":exception-type": exception_type, ":content-type": "application/json", ":message-type": "exception"},
-        json.dumps({"message": message}).encode("utf-8"),
+        json.dumps({"message": message}, separators=(",", ":")).encode("utf-8"),
     )

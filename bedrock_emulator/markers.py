@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from .errors import BEDROCK_STATUS, validation
 
-MARKER = re.compile(r"\[\[emulator:([a-z-]+)(?:=([^\]]*))?\]\]")
+# Any kind is matched, so that a misspelt one is reported instead of ignored.
+MARKER = re.compile(r"\[\[emulator:([^\]=]*)(?:=([^\]]*))?\]\]")
 _MAX_SLOW_MS = 600_000
 
 
@@ -53,7 +54,9 @@ def scan(text: str) -> Markers:
             stream_exception = _exception_name(value, kind)
         elif kind == "slow":
             if value is None or not value.isdigit() or int(value) > _MAX_SLOW_MS:
-                raise validation(f"Emulator marker [[emulator:slow=MS]] needs milliseconds up to {_MAX_SLOW_MS}, got {value!r}")
+                raise validation(
+                    f"Emulator marker [[emulator:slow=MS]] needs milliseconds up to {_MAX_SLOW_MS}, got {value!r}"
+                )
             slow_ms = int(value)
         elif kind == "drop" and value is None:
             drop = True

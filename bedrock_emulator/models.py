@@ -38,9 +38,23 @@ class Resolved:
 
 
 CATALOGUE: tuple[Model, ...] = (
-    Model("anthropic.claude-haiku-4-5-20251001-v1:0", ("global", "us", "eu"), "claude-haiku-4-5-20251001", 64000, False),
-    Model("anthropic.claude-sonnet-4-20250514-v1:0", ("global", "us", "eu", "apac"), "claude-sonnet-4-20250514", 64000, False),
-    Model("anthropic.claude-sonnet-4-5-20250929-v1:0", ("global", "us", "eu", "jp"), "claude-sonnet-4-5-20250929", 64000, False),
+    Model(
+        "anthropic.claude-haiku-4-5-20251001-v1:0", ("global", "us", "eu"), "claude-haiku-4-5-20251001", 64000, False
+    ),
+    Model(
+        "anthropic.claude-sonnet-4-20250514-v1:0",
+        ("global", "us", "eu", "apac"),
+        "claude-sonnet-4-20250514",
+        64000,
+        False,
+    ),
+    Model(
+        "anthropic.claude-sonnet-4-5-20250929-v1:0",
+        ("global", "us", "eu", "jp"),
+        "claude-sonnet-4-5-20250929",
+        64000,
+        False,
+    ),
     Model("anthropic.claude-opus-4-1-20250805-v1:0", ("us",), "claude-opus-4-1-20250805", 32000, False),
     Model("anthropic.claude-opus-4-5-20251101-v1:0", ("global", "us", "eu"), "claude-opus-4-5-20251101", 64000, False),
     Model("amazon.nova-lite-v1:0", ("us",), None, 10000, True),
@@ -62,7 +76,3 @@ _BY_ID = _index()
 
 def resolve(model_id: str) -> Resolved | None:
     return _BY_ID.get(model_id)
-
-
-def all_ids() -> list[str]:
-    return sorted(_BY_ID)

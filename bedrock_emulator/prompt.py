@@ -53,7 +53,13 @@ class Prompt:
     def digest(self) -> str:
         """Stable fingerprint of everything that shapes the answer."""
         material = json.dumps(
-            [self.system, [[t.role, t.texts] for t in self.turns], self.tools_json, self.max_tokens, self.stop_sequences]
+            [
+                self.system,
+                [[t.role, t.texts] for t in self.turns],
+                self.tools_json,
+                self.max_tokens,
+                self.stop_sequences,
+            ]
         )
         return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 

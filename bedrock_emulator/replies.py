@@ -10,6 +10,7 @@ with the stop reasons Bedrock reports.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -51,10 +52,11 @@ class Reply:
     output_tokens: int
 
 
-def _base62(hex_digest: str, length: int) -> str:
-    number = int(hex_digest, 16)
+def _identifier(*parts: str) -> str:
+    """A stable base62 identifier, shaped like Bedrock's random ones."""
+    number = int(hashlib.sha256("\n".join(parts).encode()).hexdigest(), 16)
     chars = []
-    for _ in range(length):
+    for _ in range(22):
         number, rest = divmod(number, 62)
         chars.append(_BASE62[rest])
     return "".join(chars)
@@ -70,7 +72,7 @@ def sample_value(schema: Any) -> Any:
     if kind == "object" or "properties" in schema:
         properties = schema.get("properties")
         return {name: sample_value(sub) for name, sub in properties.items()} if isinstance(properties, dict) else {}
-    return {"integer": 1, "number": 1, "boolean": True, "array": [], "null": None}.get(kind, "emulated")
+    return {"integer": 1, "number": 1, "boolean": True, "array": [], "null": None}.get(str(kind), "emulated")
 
 
 def _choose_tool(prompt: Prompt) -> Tool | None:
@@ -87,13 +89,13 @@ def _choose_tool(prompt: Prompt) -> Tool | None:
 
 def compose(prompt: Prompt, model_key: str) -> Reply:
     digest = prompt.digest()
-    message_id = f"msg_bdrk_01{_base62(digest + model_key.encode().hex(), 22)}"
+    message_id = f"msg_bdrk_01{_identifier(digest, model_key)}"
     snippet = markers.strip(prompt.last_user_text())[:SNIPPET_CHARS] or "(no text)"
     tool = _choose_tool(prompt)
     tool_call = None
     if tool is not None:
         text = f"Emulated tool call to {tool.name} for: {snippet}"
-        tool_call = ToolCall(tool.name, sample_value(tool.input_schema), _base62(digest[::-1], 22))
+        tool_call = ToolCall(tool.name, sample_value(tool.input_schema), _identifier(digest, model_key, tool.name))
     else:
         text = f"Emulated reply to: {snippet} (a deterministic answer from the Bedrock emulator)"
 
