@@ -47,6 +47,7 @@ class ModelEntry(_Strict):
     base_id: str | None = Field(None, description="base model ID (count-tokens needs it)")
     names: tuple[str, ...] = Field((), description="Anthropic/OpenAI-style names clients send")
     prices: Prices = Prices()
+    max_temperature: float = Field(1.0, gt=0, description="upper bound of the model's temperature range")
 
 
 class Policy(_Strict):

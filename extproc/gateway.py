@@ -20,11 +20,11 @@ from .bedrock.catalogue import Catalogue, Model
 from .bedrock.credentials import CredentialSource
 from .bedrock.endpoint import ROUTING_HEADER, Endpoint
 from .bedrock.sigv4 import sign
-from .config import Settings
+from .config import Policy, Settings
 from .errors import GatewayError, Kind, invalid
 from .keys import KeyRing
 from .routes import Operation, Route, classify
-from .translate import anthropic_invoke
+from .translate import anthropic_invoke, models_list, openai_converse
 from .usage import Usage
 
 log = logging.getLogger("extproc.request")
@@ -71,6 +71,9 @@ class RequestState:
     status: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
+    chat_request: openai_converse.ChatRequest | None = None
+    response_model: str = ""
+    """The model name the client sees in an OpenAI answer."""
     error: str | None = None
     finished: bool = False
 
@@ -118,6 +121,8 @@ class Gateway:
             state.consumer = consumer
             if state.route.operation is None:
                 raise GatewayError(404, Kind.NOT_FOUND, f"no route for {state.method} {state.path.split('?', 1)[0]}")
+            if state.route.operation is Operation.MODELS:
+                return self.answer(state, 200, models_list.render(self._visible_models(state), headers))
             if end_of_stream:
                 raise invalid("this route needs a JSON request body")
         except GatewayError as exc:
@@ -129,6 +134,8 @@ class Gateway:
         try:
             if state.route.operation is Operation.ANTHROPIC_MESSAGES:
                 return self._anthropic_messages(state, body)
+            if state.route.operation is Operation.OPENAI_CHAT:
+                return self._openai_chat(state, body)
             raise GatewayError(404, Kind.NOT_FOUND, f"no route for {state.method} {state.path}")
         except GatewayError as exc:
             return self.reject(state, exc)
@@ -138,17 +145,38 @@ class Gateway:
         if request.stream:
             raise invalid("stream: streaming responses are not enabled on this gateway yet", param="stream")
         model = self._model_for(state, request.model)
+        if not model.is_anthropic:
+            raise invalid(f"model {request.model!r} is not a Claude model: call it through /v1/chat/completions",
+                          param="model")
         betas = anthropic_invoke.beta_flags(state.headers.get("anthropic-beta"))
         upstream_body = anthropic_invoke.to_invoke_body(request, betas)
         return self._to_bedrock(state, f"/model/{quote(model.bedrock_id, safe='')}/invoke", upstream_body)
+
+    def _openai_chat(self, state: RequestState, body: bytes) -> Forward:
+        request = openai_converse.parse_request(body)
+        if request.stream:
+            raise invalid("stream: streaming responses are not enabled on this gateway yet", param="stream")
+        # The route's model wins, then the body's, then the configured default.
+        name = state.route.model or request.model
+        model = self._model_for(state, name) if name else self._model_for(state, self.catalogue.default.alias)
+        state.chat_request = request
+        state.response_model = state.route.model or request.model or model.alias
+        upstream_body = openai_converse.to_converse_body(request, max_temperature=model.entry.max_temperature)
+        return self._to_bedrock(state, f"/model/{quote(model.bedrock_id, safe='')}/converse", upstream_body)
+
+    def _policy(self, state: RequestState) -> Policy:
+        consumer = self.settings.config.consumers.get(state.consumer or "")
+        return self.settings.config.policies[consumer.policy if consumer else "default"]
+
+    def _visible_models(self, state: RequestState) -> list[Model]:
+        return self.catalogue.visible_to(self._policy(state))
 
     def _model_for(self, state: RequestState, name: str) -> Model:
         model = self.catalogue.resolve(name)
         if model is None:
             raise GatewayError(404, Kind.NOT_FOUND, f"model {name!r} is not available on this gateway", param="model",
                                code="model_not_found")
-        consumer = self.settings.config.consumers.get(state.consumer or "")
-        policy = self.settings.config.policies[consumer.policy if consumer else "default"]
+        policy = self._policy(state)
         if not self.catalogue.allowed(policy, model):
             raise GatewayError(403, Kind.PERMISSION, f"this API key may not use model {name!r}", param="model")
         state.model = model
@@ -200,12 +228,29 @@ class Gateway:
         if not 200 <= status < 300:
             error = bedrock_errors.from_upstream(status, state.response_headers, body)
             return self.reject(state, error, upstream=True)
+        result = Forward()
         if state.route.operation is Operation.ANTHROPIC_MESSAGES:
             state.usage = anthropic_invoke.read_response(body)
+        elif state.route.operation is Operation.OPENAI_CHAT and state.chat_request is not None:
+            try:
+                translated, state.usage = openai_converse.from_converse_response(
+                    body, request=state.chat_request, model=state.response_model,
+                    completion_id="chatcmpl-" + state.request_id.replace("-", ""), created=int(time.time()),
+                )
+            except GatewayError as exc:
+                return self.reject(state, exc, upstream=True)
+            result = Forward(set_headers=[("content-length", str(len(translated))),
+                                          ("content-type", "application/json")], body=translated)
         self.finish(state)
-        return Forward()
+        return result
 
     # -- endings -------------------------------------------------------------
+    def answer(self, state: RequestState, status: int, body: bytes) -> Reply:
+        """Answer the client from the gateway itself (no upstream call)."""
+        state.status = status
+        self.finish(state)
+        return Reply(status, [("content-type", "application/json")], body)
+
     def reject(self, state: RequestState, error: GatewayError, upstream: bool = False) -> Reply:
         """Answer ``error`` in the client's API shape and record why."""
         state.status = error.status

@@ -17,6 +17,8 @@ class Operation(enum.Enum):
     """What the gateway does for a route; the value is the label used in logs and metrics."""
 
     ANTHROPIC_MESSAGES = "anthropic_messages"
+    OPENAI_CHAT = "openai_chat"
+    MODELS = "models"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,8 @@ class Route:
     api: Api
     operation: Operation | None
     """None when the path is not one the gateway serves (answered 404 after auth)."""
+    model: str | None = None
+    """A model the route itself fixes (``/v1/chat/haiku``), which wins over the body's."""
 
     @property
     def label(self) -> str:
@@ -32,7 +36,10 @@ class Route:
 
 _EXACT: dict[tuple[str, str], Route] = {
     ("POST", "/v1/messages"): Route(Api.ANTHROPIC, Operation.ANTHROPIC_MESSAGES),
+    ("POST", "/v1/chat/completions"): Route(Api.OPENAI, Operation.OPENAI_CHAT),
+    ("GET", "/v1/models"): Route(Api.OPENAI, Operation.MODELS),
 }
+_CHAT_ALIAS_PREFIX = "/v1/chat/"
 
 
 def api_for_path(path: str) -> Api:
@@ -51,4 +58,9 @@ def classify(method: str, raw_path: str) -> Route:
     route = _EXACT.get((method, path))
     if route is not None:
         return route
+    if method == "POST" and path.startswith(_CHAT_ALIAS_PREFIX):
+        alias = path[len(_CHAT_ALIAS_PREFIX):]
+        if alias and "/" not in alias:
+            # /v1/chat/{alias}: OpenAI body, model fixed by the route (an unknown alias is a 404 later).
+            return Route(Api.OPENAI, Operation.OPENAI_CHAT, model=alias)
     return Route(api_for_path(path), None)

@@ -22,6 +22,11 @@ class Model:
     def bedrock_id(self) -> str:
         return self.entry.bedrock_id
 
+    @property
+    def is_anthropic(self) -> bool:
+        """Claude speaks the Anthropic Messages body on InvokeModel; other models do not."""
+        return "anthropic." in self.entry.bedrock_id
+
 
 class Catalogue:
     def __init__(self, models: Models) -> None:
@@ -44,3 +49,7 @@ class Catalogue:
 
     def allowed(self, policy: Policy, model: Model) -> bool:
         return "*" in policy.models or model.alias in policy.models
+
+    def visible_to(self, policy: Policy) -> list[Model]:
+        """The models ``policy`` may use, in catalogue order (for ``GET /v1/models``)."""
+        return [model for model in self.models.values() if self.allowed(policy, model)]

@@ -15,6 +15,8 @@ import json
 
 from ..errors import GatewayError, Kind
 
+RETRY_AFTER_SECONDS = "1"
+
 _KINDS: dict[str, Kind] = {
     "ValidationException": Kind.INVALID_REQUEST,
     "ServiceQuotaExceededException": Kind.INVALID_REQUEST,
@@ -80,4 +82,6 @@ def from_upstream(status: int, headers: dict[str, str], body: bytes) -> GatewayE
     if status < 400:
         status = 502
     prefix = f"{name}: " if name else ""
-    return GatewayError(status, kind, prefix + message, code=name or None)
+    # Bedrock sends no retry-after; SDKs read it (integer seconds) to pace retries.
+    headers_out = (("retry-after", RETRY_AFTER_SECONDS),) if kind is Kind.RATE_LIMIT else ()
+    return GatewayError(status, kind, prefix + message, code=name or None, headers=headers_out)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
-from devstack import Ports, Stack
+from devstack import ROOT, Ports, Stack
 from extproc.keys import hash_key, mint_key
 
 
@@ -33,11 +34,12 @@ def keys() -> Keys:
 
 def write_gateway_files(directory: Path, keys: Keys) -> dict[str, str | None]:
     directory.mkdir(parents=True, exist_ok=True)
+    # The example configuration (so it is exercised too), with this session's consumers.
+    config_data = yaml.safe_load((ROOT / "config" / "gateway.yaml").read_text())
+    config_data["policies"] = {"default": {"models": ["*"]}, "haiku-only": {"models": ["haiku"]}}
+    config_data["consumers"] = {"reports": {"policy": "haiku-only", "key_sha256": hash_key(keys.haiku_only)}}
     config = directory / "gateway.yaml"
-    config.write_text(
-        "policies:\n  default: {models: ['*']}\n  haiku-only: {models: [haiku]}\n"
-        f"consumers:\n  reports:\n    policy: haiku-only\n    key_sha256: {hash_key(keys.haiku_only)}\n"
-    )
+    config.write_text(yaml.safe_dump(config_data, sort_keys=False))
     keys_file = directory / "keys.yaml"
     keys_file.write_text(f"alpha: {keys.alpha}\n")
     return {"GATEWAY_CONFIG": str(config), "GATEWAY_KEYS_FILE": str(keys_file)}

@@ -121,6 +121,12 @@ def test_model_outside_the_consumers_policy_is_403(stack: Stack, emulator: Emula
     assert ask(c, model="haiku").content[0].text
 
 
+def test_messages_route_refuses_non_claude_models_clearly(stack: Stack, emulator: Emulator, keys: Keys) -> None:
+    with pytest.raises(anthropic.BadRequestError, match="/v1/chat/completions"):
+        ask(client(stack, api_key=keys.alpha), model="nova-lite")
+    assert emulator.requests() == []
+
+
 def test_bad_request_is_400_before_any_upstream_call(stack: Stack, emulator: Emulator, keys: Keys) -> None:
     response = httpx.post(f"{stack.url}/v1/messages", headers={"x-api-key": keys.alpha}, content=b"{nope")
     assert response.status_code == 400

@@ -65,5 +65,6 @@ def test_shapes_for_each_api() -> None:
         "code": "ThrottlingException",
     }
     _, headers, bedrock_body = error.render(Api.BEDROCK)
+    assert ("retry-after", "1") in headers
     assert ("x-amzn-errortype", "ThrottlingException") in headers
     assert json.loads(bedrock_body) == {"message": "ThrottlingException: slow down"}
