@@ -143,7 +143,7 @@ class Decoder:
         if not data:
             return frames
         if isinstance(data, memoryview) and data.format != "B":
-            pass  # index bytes as unsigned ints
+            data = data.cast("B")  # index bytes as unsigned ints
         buf = self._buf
         if buf:
             buf += data
