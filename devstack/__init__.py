@@ -50,7 +50,12 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(free_port() for _ in range(5)))
+        """Five distinct free ports: every socket stays bound until all are picked, so none repeats."""
+        with contextlib.ExitStack() as held:
+            sockets = [held.enter_context(socket.socket()) for _ in range(5)]
+            for sock in sockets:
+                sock.bind(("127.0.0.1", 0))
+            return cls(*(int(sock.getsockname()[1]) for sock in sockets))
 
 
 def envoy_config(ports: Ports, workdir: Path) -> Path:

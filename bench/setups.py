@@ -1,0 +1,149 @@
+"""The three set-ups, started side by side on free ports and sharing one emulator.
+
+All of them run at once so that rounds can interleave a, b, c without
+restarts (the machine is shared: interleaving spreads its noise evenly).
+Every process is a :class:`devstack.Stack` child, so starting, logging and
+stopping are the same code ``make run`` and the tests use; this module only
+decides what each Envoy runs:
+
+(a) envoy.yaml with the ports changed (:func:`devstack.envoy_config`) and
+    then the ext_proc filter removed, derived here at run time so that no
+    second copy of the bootstrap lives in git;
+(b) envoy.yaml with the ports changed, its extproc cluster pointing at
+    :mod:`bench.noop_extproc`;
+(c) the real stack, with a keys file holding one freshly minted key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devstack import Ports, Stack, envoy_config
+from extproc.keys import mint_key
+
+from .payload import HttpRequest, anthropic_request, signed_invoke
+
+EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+
+
+@dataclass
+class Setup:
+    key: str
+    """``a``, ``b`` or ``c``."""
+    label: str
+    stack: Stack
+    request: Callable[[], HttpRequest]
+    """The request wrk sends, made anew for each run (signatures expire)."""
+
+    @property
+    def url(self) -> str:
+        return self.stack.url
+
+
+def without_ext_proc(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (a parsed envoy.yaml) with the ext_proc filter and everything that only serves it removed.
+
+    Besides the HTTP filter: its per-route ``disabled`` entries, the extproc
+    cluster, and the ``/health`` check's requirement that this cluster be
+    healthy (with no cluster, ``/health`` simply answers 200 once Envoy is up).
+    """
+    resources = config["static_resources"]
+    (listener,) = resources["listeners"]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    filters = manager["http_filters"]
+    if not any(f["name"] == EXT_PROC_FILTER for f in filters):
+        raise ValueError(f"envoy.yaml has no {EXT_PROC_FILTER} filter: the benchmark's set-up (a) needs updating")
+    manager["http_filters"] = [f for f in filters if f["name"] != EXT_PROC_FILTER]
+    for host in manager["route_config"]["virtual_hosts"]:
+        for route in host["routes"]:
+            per_filter = route.get("typed_per_filter_config", {})
+            per_filter.pop(EXT_PROC_FILTER, None)
+            if not per_filter:
+                route.pop("typed_per_filter_config", None)
+    for http_filter in manager["http_filters"]:
+        typed = http_filter.get("typed_config", {})
+        typed.get("cluster_min_healthy_percentages", {}).pop("extproc", None)
+        if "cluster_min_healthy_percentages" in typed and not typed["cluster_min_healthy_percentages"]:
+            del typed["cluster_min_healthy_percentages"]
+    resources["clusters"] = [c for c in resources["clusters"] if c["name"] != "extproc"]
+    return config
+
+
+def direct_envoy_config(ports: Ports, workdir: Path) -> Path:
+    """Set-up (a)'s bootstrap, written to ``workdir``."""
+    config = without_ext_proc(yaml.safe_load(envoy_config(ports, workdir).read_text()))
+    path = workdir / "envoy-without-ext-proc.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@contextlib.contextmanager
+def _starting(stack: Stack, what: str, cleanup: contextlib.ExitStack) -> Iterator[None]:
+    """Start ``stack``'s processes inside this block, its stop already registered with ``cleanup``.
+
+    Registered first so that an interruption (Ctrl-C, SIGTERM) halfway through
+    starting leaves nothing behind; a failure shows the logs, like :meth:`Stack.start`.
+    """
+    cleanup.callback(stack.stop)
+    stack.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except Exception as exc:
+        logs = "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in stack.processes.values())
+        stack.stop()
+        raise RuntimeError(f"set-up {what} did not start ({exc}); logs:\n{logs}") from None
+
+
+def start_gateway(workdir: Path, cleanup: contextlib.ExitStack) -> Setup:
+    """(c): Envoy + extproc + the emulator all three set-ups share."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    api_key = mint_key()
+    keys_file = workdir / "keys.yaml"
+    keys_file.write_text(f"bench: {api_key}\n")
+    keys_file.chmod(0o600)
+    # The built-in catalogue and default policy: a GATEWAY_CONFIG from the caller's shell must not change them.
+    stack = Stack(workdir=workdir, ports=Ports.free(), env={"GATEWAY_KEYS_FILE": str(keys_file), "GATEWAY_CONFIG": None})
+    cleanup.callback(stack.stop)
+    stack.start()  # stops what it started and shows the logs if it fails
+    return Setup("c", "(c) gateway", stack, lambda: anthropic_request(api_key))
+
+
+def start_noop(workdir: Path, emulator_authority: str, cleanup: contextlib.ExitStack) -> Setup:
+    """(b): envoy.yaml (ports only changed) with the no-op ext_proc."""
+    stack = Stack(workdir=workdir, ports=Ports.free(), with_emulator=False)
+    with _starting(stack, "(b)", cleanup):
+        stack.spawn("noop-extproc",
+                    [sys.executable, "-m", "bench.noop_extproc", "--listen", f"127.0.0.1:{stack.ports.extproc}"])
+        stack.start_envoy()
+        stack.wait_healthy()  # only once Envoy's gRPC health check has seen the no-op SERVING
+    return Setup("b", "(b) envoy + no-op ext_proc", stack, lambda: signed_invoke(emulator_authority))
+
+
+def start_direct(workdir: Path, emulator_authority: str, cleanup: contextlib.ExitStack) -> Setup:
+    """(a): envoy.yaml without the ext_proc filter, straight to the emulator."""
+    stack = Stack(workdir=workdir, ports=Ports.free(), with_emulator=False)
+    with _starting(stack, "(a)", cleanup):
+        stack.start_envoy(direct_envoy_config(stack.ports, workdir))
+        stack.wait_healthy()
+    return Setup("a", "(a) envoy → emulator", stack, lambda: signed_invoke(emulator_authority))
+
+
+@contextlib.contextmanager
+def running(workdir: Path) -> Iterator[list[Setup]]:
+    """Start (c), then (b) and (a) against (c)'s emulator; stop them all on the way out, however it goes.
+
+    Stops run in reverse: (a), (b), then (c), whose emulator the others use.
+    """
+    with contextlib.ExitStack() as cleanup:
+        gateway = start_gateway(workdir / "c-gateway", cleanup)
+        emulator = f"127.0.0.1:{gateway.stack.ports.emulator}"
+        noop = start_noop(workdir / "b-noop", emulator, cleanup)
+        direct = start_direct(workdir / "a-direct", emulator, cleanup)
+        yield [direct, noop, gateway]
