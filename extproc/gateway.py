@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import quote
 
 from . import metrics
@@ -25,9 +26,25 @@ from .errors import GatewayError, Kind, invalid
 from .keys import KeyRing
 from .routes import Operation, Route, classify
 from .translate import anthropic_invoke, models_list, openai_converse
+from .translate.anthropic_stream import InvokeStreamToSSE
+from .translate.openai_converse_stream import ConverseStreamToChunks
 from .usage import Usage
 
 log = logging.getLogger("extproc.request")
+
+EVENT_STREAM = "application/vnd.amazon.eventstream"
+
+
+class StreamTranslator(Protocol):
+    """Turns an event-stream body, chunk by chunk, into the client's stream."""
+
+    complete: bool
+    error: str | None
+
+    @property
+    def usage(self) -> Usage: ...
+    def feed(self, chunk: bytes) -> bytes: ...
+    def finish(self) -> bytes: ...
 
 # Client headers that may travel on to Bedrock. Everything else is removed
 # (API keys, cookies, client SigV4 and x-amz-* headers, custom headers that
@@ -44,6 +61,8 @@ class Forward:
     remove_headers: list[str] = field(default_factory=list)
     body: bytes | None = None
     clear_route_cache: bool = False
+    stream_response: bool = False
+    """Switch Envoy to STREAMED for this response's body (only on response headers)."""
 
 
 @dataclass(slots=True)
@@ -68,10 +87,13 @@ class RequestState:
     headers: dict[str, str] = field(default_factory=dict)
     model: Model | None = None
     upstream_started: float | None = None
+    first_byte: float | None = None
     status: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
     chat_request: openai_converse.ChatRequest | None = None
+    stream: StreamTranslator | None = None
+    """Translates an event-stream answer chunk by chunk, when the answer is a stream."""
     response_model: str = ""
     """The model name the client sees in an OpenAI answer."""
     error: str | None = None
@@ -142,27 +164,25 @@ class Gateway:
 
     def _anthropic_messages(self, state: RequestState, body: bytes) -> Forward:
         request = anthropic_invoke.parse_request(body)
-        if request.stream:
-            raise invalid("stream: streaming responses are not enabled on this gateway yet", param="stream")
         model = self._model_for(state, request.model)
         if not model.is_anthropic:
             raise invalid(f"model {request.model!r} is not a Claude model: call it through /v1/chat/completions",
                           param="model")
         betas = anthropic_invoke.beta_flags(state.headers.get("anthropic-beta"))
         upstream_body = anthropic_invoke.to_invoke_body(request, betas)
-        return self._to_bedrock(state, f"/model/{quote(model.bedrock_id, safe='')}/invoke", upstream_body)
+        operation = "invoke-with-response-stream" if request.stream else "invoke"
+        return self._to_bedrock(state, f"/model/{quote(model.bedrock_id, safe='')}/{operation}", upstream_body)
 
     def _openai_chat(self, state: RequestState, body: bytes) -> Forward:
         request = openai_converse.parse_request(body)
-        if request.stream:
-            raise invalid("stream: streaming responses are not enabled on this gateway yet", param="stream")
         # The route's model wins, then the body's, then the configured default.
         name = state.route.model or request.model
         model = self._model_for(state, name) if name else self._model_for(state, self.catalogue.default.alias)
         state.chat_request = request
         state.response_model = state.route.model or request.model or model.alias
         upstream_body = openai_converse.to_converse_body(request, max_temperature=model.entry.max_temperature)
-        return self._to_bedrock(state, f"/model/{quote(model.bedrock_id, safe='')}/converse", upstream_body)
+        operation = "converse-stream" if request.stream else "converse"
+        return self._to_bedrock(state, f"/model/{quote(model.bedrock_id, safe='')}/{operation}", upstream_body)
 
     def _policy(self, state: RequestState) -> Policy:
         consumer = self.settings.config.consumers.get(state.consumer or "")
@@ -217,13 +237,32 @@ class Gateway:
         state.status = int(headers.get(":status", "0") or 0)
         state.response_headers = headers
         if end_of_stream:
-            return self.response_body(state, b"")
+            return self.response_body(state, b"", end_of_stream=True)
+        if state.status == 200 and headers.get("content-type", "").startswith(EVENT_STREAM):
+            state.stream = self._stream_translator(state)
+            return Forward(
+                set_headers=[("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")],
+                remove_headers=["content-length"],
+                stream_response=True,
+            )
         return Forward()
 
+    def _stream_translator(self, state: RequestState) -> StreamTranslator:
+        if state.route.operation is Operation.OPENAI_CHAT and state.chat_request is not None:
+            return ConverseStreamToChunks(state.chat_request, model=state.response_model,
+                                          completion_id=self._completion_id(state), created=int(time.time()))
+        return InvokeStreamToSSE()
+
+    @staticmethod
+    def _completion_id(state: RequestState) -> str:
+        return "chatcmpl-" + state.request_id.replace("-", "")
+
     # -- phase 4 -------------------------------------------------------------
-    def response_body(self, state: RequestState, body: bytes) -> Forward | Reply:
+    def response_body(self, state: RequestState, body: bytes, end_of_stream: bool = True) -> Forward | Reply:
         if state.upstream_started is None:
             return Forward()
+        if state.stream is not None:
+            return self._stream_chunk(state, state.stream, body, end_of_stream)
         status = state.status or 0
         if not 200 <= status < 300:
             error = bedrock_errors.from_upstream(status, state.response_headers, body)
@@ -235,7 +274,7 @@ class Gateway:
             try:
                 translated, state.usage = openai_converse.from_converse_response(
                     body, request=state.chat_request, model=state.response_model,
-                    completion_id="chatcmpl-" + state.request_id.replace("-", ""), created=int(time.time()),
+                    completion_id=self._completion_id(state), created=int(time.time()),
                 )
             except GatewayError as exc:
                 return self.reject(state, exc, upstream=True)
@@ -243,6 +282,16 @@ class Gateway:
                                           ("content-type", "application/json")], body=translated)
         self.finish(state)
         return result
+
+    def _stream_chunk(self, state: RequestState, stream: StreamTranslator, body: bytes, end: bool) -> Forward:
+        """One chunk of an event-stream answer, translated; the stream's end closes the record."""
+        if state.first_byte is None:
+            state.first_byte = time.monotonic()
+        out = stream.feed(body)
+        if end:
+            out += stream.finish()
+            self.finish(state)
+        return Forward(body=out)
 
     # -- endings -------------------------------------------------------------
     def answer(self, state: RequestState, status: int, body: bytes) -> Reply:
@@ -266,6 +315,11 @@ class Gateway:
         if state.finished or not state.request_id:
             return
         state.finished = True
+        partial = False
+        if state.stream is not None:
+            state.usage = state.stream.usage
+            partial = not state.stream.complete
+            state.error = state.error or state.stream.error
         status = state.status if state.status is not None else 499
         model = state.model.alias if state.model else ""
         consumer = state.consumer or ""
@@ -284,10 +338,19 @@ class Gateway:
                 "status": status,
                 "error": state.error,
                 "tokens": state.usage.as_dict(),
+                "partial": partial,
                 "duration_ms": round((time.monotonic() - state.started) * 1000, 2),
-                "upstream_ms": round((time.monotonic() - state.upstream_started) * 1000, 2)
-                if state.upstream_started
-                else None,
+                "upstream_ms": _ms_since(state.upstream_started),
+                "first_byte_ms": _ms_since(state.first_byte, state.upstream_started),
                 "user_agent": state.headers.get("user-agent", ""),
             },
         )
+
+
+def _ms_since(start: float | None, origin: float | None = None) -> float | None:
+    """Milliseconds from ``start`` to now, or from ``origin`` to ``start`` when given."""
+    if start is None:
+        return None
+    if origin is not None:
+        return round((start - origin) * 1000, 2)
+    return round((time.monotonic() - start) * 1000, 2)

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3.http_status_pb2 import HttpStatus
@@ -78,7 +79,10 @@ def to_response(phase: str, result: Forward | Reply) -> pb.ProcessingResponse:
         )
     common = _common(result)
     if phase in ("request_headers", "response_headers"):
-        return pb.ProcessingResponse(**{phase: pb.HeadersResponse(response=common)})
+        response = pb.ProcessingResponse(**{phase: pb.HeadersResponse(response=common)})
+        if result.stream_response:
+            response.mode_override.response_body_mode = ProcessingMode.STREAMED
+        return response
     return pb.ProcessingResponse(**{phase: pb.BodyResponse(response=common)})
 
 
@@ -97,7 +101,8 @@ class Processor(pb_grpc.ExternalProcessorServicer):
             message = request.response_headers
             return gateway.response_headers(state, headers_of(message), message.end_of_stream)
         if phase == "response_body":
-            return gateway.response_body(state, request.response_body.body)
+            message = request.response_body
+            return gateway.response_body(state, message.body, message.end_of_stream)
         return Forward()  # trailers are not requested by envoy.yaml; pass them if they come
 
     async def Process(  # noqa: N802 - gRPC method name

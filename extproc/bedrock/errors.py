@@ -85,3 +85,15 @@ def from_upstream(status: int, headers: dict[str, str], body: bytes) -> GatewayE
     # Bedrock sends no retry-after; SDKs read it (integer seconds) to pace retries.
     headers_out = (("retry-after", RETRY_AFTER_SECONDS),) if kind is Kind.RATE_LIMIT else ()
     return GatewayError(status, kind, prefix + message, code=name or None, headers=headers_out)
+
+
+def from_stream_exception(exception_type: str, message: str) -> GatewayError:
+    """An exception frame met after a stream started (``:exception-type: throttlingException``).
+
+    The frame names the error in camelCase; it maps like the same error
+    before the stream, but the HTTP status is long gone (200 was sent), so
+    only the kind and message reach the client, in an error event.
+    """
+    name = exception_type[:1].upper() + exception_type[1:]
+    kind = _KINDS.get(name, Kind.UPSTREAM)
+    return GatewayError(502, kind, f"{name}: {message}", code=name)

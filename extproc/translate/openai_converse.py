@@ -708,21 +708,41 @@ def from_converse_response(
     reply["refusal"] = None
 
     usage = _usage(answer.get("usage"))
-    prompt_tokens = usage.input + usage.cache_read + usage.cache_write
     completion = {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
         "model": model,
         "choices": [{"index": 0, "message": reply, "finish_reason": finish_reason, "logprobs": None}],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": usage.output,
-            "total_tokens": prompt_tokens + usage.output,
-            "prompt_tokens_details": {"cached_tokens": usage.cache_read},
-        },
+        "usage": openai_usage(usage),
     }
     return _dumps(completion), usage
+
+
+def converse_usage(usage: Any) -> Usage:
+    """The :class:`Usage` of a Converse ``usage`` object (an answer's, or a stream's ``metadata``)."""
+    return _usage(usage)
+
+
+def openai_usage(usage: Usage) -> dict[str, Any]:
+    """The Chat Completions ``usage`` object: ``prompt_tokens`` adds cache reads and writes back."""
+    prompt_tokens = usage.input + usage.cache_read + usage.cache_write
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": usage.output,
+        "total_tokens": prompt_tokens + usage.output,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read},
+    }
+
+
+def json_tool_name(request: ChatRequest) -> str | None:
+    """The forced tool's name when the request's ``response_format`` asks for JSON, else None."""
+    return _json_tool_name(request.body)
+
+
+def compact_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON, as every body of this module is written."""
+    return _dumps(value)
 
 
 def _read_answer(raw: bytes) -> tuple[dict[str, Any], list[Any]]:

@@ -1,0 +1,117 @@
+"""Bedrock InvokeModelWithResponseStream (Claude) → Anthropic Messages SSE, incrementally.
+
+Each event-stream ``chunk`` frame carries one Anthropic stream event,
+base64-encoded (wire-formats §2). The event's JSON is relayed as it came
+(``event: <type>\\ndata: <json>\\n\\n``), except ``message_stop``, from which
+Bedrock's ``amazon-bedrock-invocationMetrics`` is removed: clients of the
+Anthropic API never see it, but the gateway meters from it.
+
+Usage, exactly once: Anthropic's usage numbers are cumulative (``message_start``
+has the input and cache counts, each ``message_delta`` the output so far, and
+may repeat the others), and the invocation metrics repeat the totals. So each
+token type is the largest value any of these reported, never a sum.
+
+An exception frame, a corrupt frame, or a stream that ends before
+``message_stop`` becomes one ``event: error`` in the Anthropic shape, after
+which nothing more is sent: the SDK raises instead of hanging or returning a
+silently cut answer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..bedrock.errors import from_stream_exception
+from ..bedrock.eventstream import Decoder, EventStreamError, Frame, chunk_event, exception_message
+from ..errors import Api, GatewayError, Kind
+from ..usage import Usage
+
+_METRICS = "amazon-bedrock-invocationMetrics"
+# Anthropic usage field → our token type; and the same from Bedrock's invocation metrics.
+_USAGE_FIELDS = {"input_tokens": "input", "output_tokens": "output",
+                 "cache_read_input_tokens": "cache_read", "cache_creation_input_tokens": "cache_write"}
+_METRIC_FIELDS = {"inputTokenCount": "input", "outputTokenCount": "output",
+                  "cacheReadInputTokenCount": "cache_read", "cacheWriteInputTokenCount": "cache_write"}
+
+
+def sse(event: str, data: bytes) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
+class InvokeStreamToSSE:
+    def __init__(self) -> None:
+        self._decoder = Decoder()
+        self._tokens = dict.fromkeys(("input", "output", "cache_read", "cache_write"), 0)
+        self.complete = False
+        self.error: str | None = None
+        self._finished = False
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(**self._tokens)
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.error or self.complete:
+            return b""
+        try:
+            frames = self._decoder.feed(chunk)
+        except EventStreamError as exc:
+            return self._events(exc.frames) + self._fail(GatewayError(502, Kind.UPSTREAM, f"Bedrock's stream was corrupt: {exc}"), "stream_corrupt")
+        return self._events(frames)
+
+    def finish(self) -> bytes:
+        """The upstream body ended: anything short of ``message_stop`` is an error for the client."""
+        if self._finished:
+            return b""
+        self._finished = True
+        if self.complete or self.error:
+            return b""
+        return self._fail(GatewayError(502, Kind.UPSTREAM, "Bedrock's stream ended before the answer was complete"),
+                          "stream_truncated")
+
+    def _events(self, frames: list[Frame]) -> bytes:
+        out = bytearray()
+        for frame in frames:
+            if self.error or self.complete:
+                break
+            if frame.message_type != "event":
+                name = frame.exception_type or frame.message_type
+                out += self._fail(from_stream_exception(name, exception_message(frame)), name)
+                break
+            if frame.event_type != "chunk":
+                continue
+            try:
+                raw = chunk_event(frame)
+                event = json.loads(raw)
+                kind = event["type"]
+            except (EventStreamError, ValueError, KeyError, TypeError) as exc:
+                out += self._fail(GatewayError(502, Kind.UPSTREAM, f"unreadable stream event from Bedrock: {exc}"),
+                                  "stream_corrupt")
+                break
+            self._count(event)
+            if kind == "message_stop":
+                self.complete = True
+                if _METRICS in event:
+                    del event[_METRICS]
+                    raw = json.dumps(event, separators=(",", ":")).encode()
+            out += sse(kind, raw)
+        return bytes(out)
+
+    def _count(self, event: dict[str, Any]) -> None:
+        usage = event.get("usage") or (event.get("message") or {}).get("usage")
+        if isinstance(usage, dict):
+            self._take(usage, _USAGE_FIELDS)
+        metrics = event.get(_METRICS)
+        if isinstance(metrics, dict):
+            self._take(metrics, _METRIC_FIELDS)
+
+    def _take(self, source: dict[str, Any], fields: dict[str, str]) -> None:
+        for field, token_type in fields.items():
+            value = source.get(field)
+            if isinstance(value, int) and value > self._tokens[token_type]:
+                self._tokens[token_type] = value
+
+    def _fail(self, error: GatewayError, code: str) -> bytes:
+        self.error = code
+        return sse("error", error.render(Api.ANTHROPIC)[2])
