@@ -148,22 +148,23 @@ def test_usage_is_recorded_once_and_a_disconnect_is_marked_partial(stack: Stack,
         model="haiku", max_tokens=200, messages=[{"role": "user", "content": "count me once please"}],
     ) as stream:
         final = stream.get_final_message()
+        complete_id = stream.response.headers["x-request-id"]
     with httpx.stream("POST", f"{stack.url}/v1/messages", headers={"x-api-key": keys.alpha}, json={
         "model": "haiku", "max_tokens": 200, "stream": True,
         "messages": [{"role": "user", "content": "I will leave early [[emulator:slow=400]] a b c d e f g h"}],
     }) as response:
+        request_id = response.headers["x-request-id"]
         for line in response.iter_lines():
             if line.startswith("event: content_block_delta"):
                 break  # the client goes away mid-stream
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        records = request_records(stack)
-        partial = [r for r in records if r["partial"]]
-        if partial:
-            break
+    while not (mine := [r for r in request_records(stack) if r["request_id"] == request_id]):
+        assert time.monotonic() < deadline, "the disconnected stream left no record"
         time.sleep(0.2)
-    complete = [r for r in records if r["tokens"]["output"] == final.usage.output_tokens and not r["partial"]
-                and r["route"] == "anthropic_messages"]
-    assert complete and complete[-1]["tokens"]["input"] == final.usage.input_tokens
-    assert partial, "the disconnected stream left no record"
-    assert partial[-1]["tokens"]["input"] > 0, "what was known before the disconnect is recorded"
+    (record,) = mine
+    assert record["partial"] is True
+    assert record["tokens"]["input"] > 0, "what was known before the disconnect is recorded"
+    (complete,) = [r for r in request_records(stack) if r["request_id"] == complete_id]  # exactly one record
+    assert complete["partial"] is False and complete["status"] == 200
+    assert complete["tokens"]["input"] == final.usage.input_tokens
+    assert complete["tokens"]["output"] == final.usage.output_tokens
