@@ -274,7 +274,7 @@ def _json(payload: dict[str, Any], request: web.Request, extra: dict[str, str] |
 def _plan_invoke(body: bytes, resolved: models.Resolved) -> tuple[replies.Reply, Markers]:
     prompt = anthropic_input.parse(anthropic_input.load_body(body), resolved.model)
     found = markers.scan(prompt.all_text())
-    return replies.compose(prompt, resolved.model.base_id), found
+    return replies.compose(prompt, resolved.model.base_id, found), found
 
 
 async def invoke(request: web.Request) -> web.StreamResponse:
@@ -306,7 +306,7 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
 def _plan_converse(body: bytes, resolved: models.Resolved) -> tuple[replies.Reply, Markers]:
     prompt = converse_input.parse(converse_input.load_body(body), resolved.model)
     found = markers.scan(prompt.all_text())
-    return replies.compose(prompt, resolved.model.base_id), found
+    return replies.compose(prompt, resolved.model.base_id, found), found
 
 
 async def converse(request: web.Request) -> web.StreamResponse:

@@ -8,6 +8,8 @@ emulator through the prompt, so faults are requested there::
     [[emulator:stream-exception=ThrottlingException]]  a few stream frames, then that exception frame
     [[emulator:drop]]                              a few stream frames, then a TCP abort
     [[emulator:tool]] / [[emulator:tool=NAME]]     answer with a tool call (last user message only)
+    [[emulator:words=1500]]                        a long answer: that many extra words (streams: many deltas)
+    [[emulator:cache=1000,200]]                    report that many cache-read and cache-write input tokens
 
 Markers are found anywhere in the system prompt or message text (``tool``
 only in the last user message). A misspelt marker is a 400, so a test never
@@ -24,6 +26,8 @@ from .errors import BEDROCK_STATUS, validation
 # Any kind is matched, so that a misspelt one is reported instead of ignored.
 MARKER = re.compile(r"\[\[emulator:([^\]=]*)(?:=([^\]]*))?\]\]")
 _MAX_SLOW_MS = 600_000
+_MAX_WORDS = 100_000
+_CACHE = re.compile(r"^(\d{1,9}),(\d{1,9})$")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,9 @@ class Markers:
     slow_ms: int = 0
     stream_exception: str | None = None  # exception name, e.g. "ThrottlingException"
     drop: bool = False
+    words: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
 
 
 def _exception_name(value: str | None, marker: str) -> str:
@@ -44,7 +51,7 @@ def _exception_name(value: str | None, marker: str) -> str:
 
 def scan(text: str) -> Markers:
     error = stream_exception = None
-    slow_ms = 0
+    slow_ms = words = cache_read = cache_write = 0
     drop = False
     for match in MARKER.finditer(text):
         kind, value = match.group(1), match.group(2)
@@ -60,9 +67,18 @@ def scan(text: str) -> Markers:
             slow_ms = int(value)
         elif kind == "drop" and value is None:
             drop = True
+        elif kind == "words":
+            if value is None or not value.isdigit() or not 0 < int(value) <= _MAX_WORDS:
+                raise validation(f"Emulator marker [[emulator:words=N]] needs 1 to {_MAX_WORDS} words, got {value!r}")
+            words = int(value)
+        elif kind == "cache":
+            cache = _CACHE.match(value or "")
+            if cache is None:
+                raise validation(f"Emulator marker [[emulator:cache=READ,WRITE]] needs two token counts, got {value!r}")
+            cache_read, cache_write = int(cache.group(1)), int(cache.group(2))
         elif kind != "tool":
             raise validation(f"Unknown emulator marker: {match.group(0)}")
-    return Markers(error, slow_ms, stream_exception, drop)
+    return Markers(error, slow_ms, stream_exception, drop, words, cache_read, cache_write)
 
 
 def requested_tool(last_user_text: str) -> str | None:

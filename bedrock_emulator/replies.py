@@ -50,6 +50,8 @@ class Reply:
     stop_sequence: str | None
     input_tokens: int
     output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 def _identifier(*parts: str) -> str:
@@ -87,7 +89,7 @@ def _choose_tool(prompt: Prompt) -> Tool | None:
     raise validation(f"Emulator marker [[emulator:tool={wanted}]] names a tool the request does not define.")
 
 
-def compose(prompt: Prompt, model_key: str) -> Reply:
+def compose(prompt: Prompt, model_key: str, found: markers.Markers = markers.Markers()) -> Reply:
     digest = prompt.digest()
     message_id = f"msg_bdrk_01{_identifier(digest, model_key)}"
     snippet = markers.strip(prompt.last_user_text())[:SNIPPET_CHARS] or "(no text)"
@@ -98,6 +100,8 @@ def compose(prompt: Prompt, model_key: str) -> Reply:
         tool_call = ToolCall(tool.name, sample_value(tool.input_schema), _identifier(digest, model_key, tool.name))
     else:
         text = f"Emulated reply to: {snippet} (a deterministic answer from the Bedrock emulator)"
+    if found.words:
+        text += "".join(f" word{i}" for i in range(found.words))
 
     stop_reason = "tool_use" if tool_call else "end_turn"
     stop_sequence = None
@@ -110,15 +114,16 @@ def compose(prompt: Prompt, model_key: str) -> Reply:
     if output_tokens > prompt.max_tokens:
         text, tool_call, stop_reason, stop_sequence = text[: prompt.max_tokens * 4], None, "max_tokens", None
         output_tokens = min(count_tokens(text), prompt.max_tokens)
-    return Reply(message_id, text, tool_call, stop_reason, stop_sequence, prompt.input_tokens(), output_tokens)
+    return Reply(message_id, text, tool_call, stop_reason, stop_sequence, prompt.input_tokens(), output_tokens,
+                 found.cache_read, found.cache_write)
 
 
 def anthropic_usage(reply: Reply, output_tokens: int) -> dict[str, int]:
     return {
         "input_tokens": reply.input_tokens,
         "output_tokens": output_tokens,
-        "cache_read_input_tokens": 0,
-        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": reply.cache_read_tokens,
+        "cache_creation_input_tokens": reply.cache_write_tokens,
     }
 
 
@@ -141,11 +146,15 @@ def anthropic_message(reply: Reply, model_name: str) -> dict[str, Any]:
 
 
 def converse_usage(reply: Reply) -> dict[str, int]:
-    return {
+    """Converse reports cache counts only when there are some, and in the total."""
+    usage = {
         "inputTokens": reply.input_tokens,
         "outputTokens": reply.output_tokens,
-        "totalTokens": reply.input_tokens + reply.output_tokens,
+        "totalTokens": reply.input_tokens + reply.output_tokens + reply.cache_read_tokens + reply.cache_write_tokens,
     }
+    if reply.cache_read_tokens or reply.cache_write_tokens:
+        usage |= {"cacheReadInputTokens": reply.cache_read_tokens, "cacheWriteInputTokens": reply.cache_write_tokens}
+    return usage
 
 
 def converse_content(reply: Reply) -> list[dict[str, Any]]:

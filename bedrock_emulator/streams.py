@@ -95,6 +95,9 @@ def anthropic_frames(reply: Reply, model_name: str, clock: Clock) -> Iterator[by
         "invocationLatency": clock.elapsed_ms(),
         "firstByteLatency": clock.first_byte_ms,
     }
+    if reply.cache_read_tokens or reply.cache_write_tokens:
+        metrics |= {"cacheReadInputTokenCount": reply.cache_read_tokens,
+                    "cacheWriteInputTokenCount": reply.cache_write_tokens}
     yield _chunk({"type": "message_stop", "amazon-bedrock-invocationMetrics": metrics})
 
 

@@ -359,3 +359,19 @@ def test_bad_credentials_stop_the_server_without_echoing_secrets() -> None:
     )
     assert result.returncode != 0
     assert "cannot load credentials" in result.stderr and "hush" not in result.stderr
+
+
+def test_words_and_cache_markers_shape_the_reply() -> None:
+    from bedrock_emulator import markers
+
+    found = markers.scan("long please [[emulator:words=30]] [[emulator:cache=1000,200]]")
+    assert (found.words, found.cache_read, found.cache_write) == (30, 1000, 200)
+    reply = replies.compose(anthropic_prompt(invoke_body("long please", max_tokens=4000)), HAIKU_BASE, found)
+    assert reply.text.endswith(" word29")
+    assert replies.anthropic_usage(reply, reply.output_tokens)["cache_read_input_tokens"] == 1000
+    usage = replies.converse_usage(reply)
+    assert (usage["cacheReadInputTokens"], usage["cacheWriteInputTokens"]) == (1000, 200)
+    assert usage["totalTokens"] == reply.input_tokens + reply.output_tokens + 1200
+    for bad in ("[[emulator:words=0]]", "[[emulator:words=x]]", "[[emulator:cache=5]]"):
+        with pytest.raises(BedrockError):
+            markers.scan(bad)

@@ -168,3 +168,43 @@ def test_usage_is_recorded_once_and_a_disconnect_is_marked_partial(stack: Stack,
     assert complete["partial"] is False and complete["status"] == 200
     assert complete["tokens"]["input"] == final.usage.input_tokens
     assert complete["tokens"]["output"] == final.usage.output_tokens
+
+
+def test_a_long_streamed_answer_arrives_whole(stack: Stack, emulator: Emulator, keys: Keys) -> None:
+    """1,000+ deltas through Envoy in STREAMED mode, however the chunks fall."""
+    with anthropic_client(stack, keys).messages.stream(
+        model="haiku", max_tokens=20000, messages=[{"role": "user", "content": "long [[emulator:words=3300]]"}],
+    ) as stream:
+        deltas = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert len(deltas) >= 1000
+    assert "".join(deltas).endswith(" word3299")
+    assert final.usage.output_tokens > 3300
+
+    chunks = list(openai_client(stack, keys).chat.completions.create(
+        model="haiku", stream=True, max_tokens=20000,
+        messages=[{"role": "user", "content": "long [[emulator:words=3300]]"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) >= 1000 and text.endswith(" word3299")
+
+
+def test_cache_tokens_are_reported_separately_on_every_path(stack: Stack, emulator: Emulator, keys: Keys) -> None:
+    prompt = "cached system prompt [[emulator:cache=1000,200]]"
+    message = anthropic_client(stack, keys).messages.create(
+        model="haiku", max_tokens=100, messages=[{"role": "user", "content": prompt}])
+    assert (message.usage.cache_read_input_tokens, message.usage.cache_creation_input_tokens) == (1000, 200)
+    with anthropic_client(stack, keys).messages.stream(
+        model="haiku", max_tokens=100, messages=[{"role": "user", "content": prompt}]) as stream:
+        streamed = stream.get_final_message()
+        stream_id = stream.response.headers["x-request-id"]
+    assert streamed.usage.cache_read_input_tokens == 1000
+    completion = openai_client(stack, keys).chat.completions.create(
+        model="haiku", messages=[{"role": "user", "content": prompt}])
+    assert completion.usage.prompt_tokens_details.cached_tokens == 1000
+    assert completion.usage.prompt_tokens >= 1200
+    deadline = time.monotonic() + 5
+    while not (mine := [r for r in request_records(stack) if r["request_id"] == stream_id]):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert mine[0]["tokens"]["cache_read"] == 1000 and mine[0]["tokens"]["cache_write"] == 200
+    assert mine[0]["tokens"]["input"] == streamed.usage.input_tokens
