@@ -30,6 +30,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str = "INFO") -> None:
+    # The logging HOWTO's "Optimization" knobs: the request path logs a line per
+    # request, and caller/thread/process lookups are not worth their cost there.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

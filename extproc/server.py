@@ -17,11 +17,10 @@ import threading
 from collections.abc import AsyncIterator
 
 import grpc
-from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
+from envoy.config.core.v3.base_pb2 import HeaderValueOption
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from envoy.type.v3.http_status_pb2 import HttpStatus
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -47,43 +46,39 @@ def headers_of(message: pb.HttpHeaders) -> dict[str, str]:
     return headers
 
 
-def _header_mutation(set_headers: list[tuple[str, str]], remove: list[str]) -> pb.HeaderMutation:
-    return pb.HeaderMutation(
-        set_headers=[
-            HeaderValueOption(header=HeaderValue(key=k, raw_value=v.encode()), append_action=_OVERWRITE)
-            for k, v in set_headers
-        ],
-        remove_headers=remove,
-    )
-
-
-def _common(result: Forward) -> pb.CommonResponse:
-    common = pb.CommonResponse(clear_route_cache=result.clear_route_cache)
-    if result.set_headers or result.remove_headers:
-        common.header_mutation.CopyFrom(_header_mutation(result.set_headers, result.remove_headers))
-    if result.body is not None:
-        common.body_mutation.body = result.body
-    return common
+def _fill_mutation(mutation: pb.HeaderMutation, set_headers: list[tuple[str, str]], remove: list[str]) -> None:
+    """Write header changes straight into ``mutation`` (no intermediate messages to copy)."""
+    for key, value in set_headers:
+        option = mutation.set_headers.add()
+        option.header.key = key
+        option.header.raw_value = value.encode()
+        option.append_action = _OVERWRITE
+    if remove:
+        mutation.remove_headers.extend(remove)
 
 
 def to_response(phase: str, result: Forward | Reply) -> pb.ProcessingResponse:
-    """Wrap a gateway decision in the ProcessingResponse for ``phase``."""
+    """Wrap a gateway decision in the ProcessingResponse for ``phase``, built in place."""
+    response = pb.ProcessingResponse()
     if isinstance(result, Reply):
-        return pb.ProcessingResponse(
-            immediate_response=pb.ImmediateResponse(
-                status=HttpStatus(code=result.status),
-                headers=_header_mutation(result.headers, []),
-                body=result.body,
-                details="gateway_reply",
-            )
-        )
-    common = _common(result)
-    if phase in ("request_headers", "response_headers"):
-        response = pb.ProcessingResponse(**{phase: pb.HeadersResponse(response=common)})
-        if result.stream_response:
-            response.mode_override.response_body_mode = ProcessingMode.STREAMED
+        immediate = response.immediate_response
+        immediate.status.code = result.status  # type: ignore[assignment]
+        _fill_mutation(immediate.headers, result.headers, [])
+        immediate.body = result.body
+        immediate.details = "gateway_reply"
         return response
-    return pb.ProcessingResponse(**{phase: pb.BodyResponse(response=common)})
+    common = getattr(response, phase).response
+    if result.set_headers or result.remove_headers:
+        _fill_mutation(common.header_mutation, result.set_headers, result.remove_headers)
+    if result.body is not None:
+        common.body_mutation.body = result.body
+    if result.clear_route_cache:
+        common.clear_route_cache = True
+    if result.stream_response:
+        response.mode_override.response_body_mode = ProcessingMode.STREAMED
+    if not common.ListFields():
+        getattr(response, phase).SetInParent()  # an empty answer must still name its phase
+    return response
 
 
 class Processor(pb_grpc.ExternalProcessorServicer):
