@@ -113,11 +113,37 @@ class Models(_Strict):
         return self
 
 
+# anthropic_beta flags Bedrock's Claude models accept; anything else makes
+# Bedrock answer "400 invalid beta flag" (Claude Code sends several).
+DEFAULT_BETA_ALLOWLIST = (
+    "computer-use-2024-10-22",
+    "computer-use-2025-01-24",
+    "token-efficient-tools-2025-02-19",
+    "interleaved-thinking-2025-05-14",
+    "output-128k-2025-02-19",
+    "dev-full-thinking-2025-05-14",
+    "context-1m-2025-08-07",
+)
+
+
+class Anthropic(_Strict):
+    """What the gateway changes in Anthropic bodies so that Bedrock accepts them."""
+
+    beta_allowlist: tuple[str, ...] | None = Field(
+        DEFAULT_BETA_ALLOWLIST, description="beta flags passed to Bedrock; null passes every flag through"
+    )
+    drop_fields: tuple[str, ...] = Field(
+        ("context_management", "output_config"),
+        description="top-level body fields removed before Bedrock ('Extra inputs are not permitted')",
+    )
+
+
 class GatewayConfig(_Strict):
     """The whole file. Every section is optional; the defaults make a working gateway."""
 
     upstream: Upstream = Upstream()
     models: Models = Models()
+    anthropic: Anthropic = Anthropic()
     policies: dict[str, Policy] = Field(default_factory=lambda: {"default": Policy()})
     consumers: dict[str, Consumer] = Field(default_factory=dict)
     keys_file: str | None = Field(None, description="overridden by GATEWAY_KEYS_FILE")

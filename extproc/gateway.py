@@ -8,6 +8,7 @@ here knows about gRPC, which keeps every decision testable without Envoy.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -25,8 +26,9 @@ from .config import Policy, Settings
 from .errors import GatewayError, Kind, invalid
 from .keys import KeyRing
 from .routes import Operation, Route, classify
-from .translate import anthropic_invoke, models_list, openai_converse
+from .translate import anthropic_invoke, bedrock_native, inference_profiles, models_list, openai_converse
 from .translate.anthropic_stream import InvokeStreamToSSE
+from .translate.bedrock_native import EventStreamMeter
 from .translate.openai_converse_stream import ConverseStreamToChunks
 from .usage import Usage
 
@@ -40,6 +42,8 @@ class StreamTranslator(Protocol):
 
     complete: bool
     error: str | None
+    relays: bool
+    """True: the client gets the upstream bytes unchanged and ``feed`` only meters."""
 
     @property
     def usage(self) -> Usage: ...
@@ -97,6 +101,9 @@ class RequestState:
     response_model: str = ""
     """The model name the client sees in an OpenAI answer."""
     error: str | None = None
+    adjustments: anthropic_invoke.Adjustments = field(default_factory=anthropic_invoke.Adjustments)
+    session_id: str = ""
+    """Claude Code's ``x-claude-code-session-id``, for logs."""
     finished: bool = False
 
 
@@ -127,6 +134,9 @@ class Gateway:
         state.path = headers.get(":path", "")
         state.request_id = headers.get("x-request-id") or uuid.uuid4().hex
         state.route = classify(state.method, state.path)
+        state.session_id = headers.get("x-claude-code-session-id", "")
+        if state.route.operation is Operation.HELLO:
+            return self.answer(state, 200, b"")  # a connectivity probe: nothing to protect, nothing forwarded
         try:
             key = client_key(headers)
             consumer = self.keys.consumer_for(key) if key else None
@@ -145,6 +155,8 @@ class Gateway:
                 raise GatewayError(404, Kind.NOT_FOUND, f"no route for {state.method} {state.path.split('?', 1)[0]}")
             if state.route.operation is Operation.MODELS:
                 return self.answer(state, 200, models_list.render(self._visible_models(state), headers))
+            if state.route.operation is Operation.INFERENCE_PROFILES:
+                return self._inference_profiles(state)
             if end_of_stream:
                 raise invalid("this route needs a JSON request body")
         except GatewayError as exc:
@@ -158,20 +170,69 @@ class Gateway:
                 return self._anthropic_messages(state, body)
             if state.route.operation is Operation.OPENAI_CHAT:
                 return self._openai_chat(state, body)
+            if state.route.operation is Operation.ANTHROPIC_COUNT_TOKENS:
+                return self._anthropic_count_tokens(state, body)
+            if state.route.operation is Operation.BEDROCK:
+                return self._bedrock_native(state, body)
             raise GatewayError(404, Kind.NOT_FOUND, f"no route for {state.method} {state.path}")
         except GatewayError as exc:
             return self.reject(state, exc)
 
     def _anthropic_messages(self, state: RequestState, body: bytes) -> Forward:
         request = anthropic_invoke.parse_request(body)
-        model = self._model_for(state, request.model)
-        if not model.is_anthropic:
-            raise invalid(f"model {request.model!r} is not a Claude model: call it through /v1/chat/completions",
-                          param="model")
-        betas = anthropic_invoke.beta_flags(state.headers.get("anthropic-beta"))
-        upstream_body = anthropic_invoke.to_invoke_body(request, betas)
+        model = self._claude_for(state, request.model)
         operation = "invoke-with-response-stream" if request.stream else "invoke"
-        return self._to_bedrock(state, f"/model/{quote(model.bedrock_id, safe='')}/{operation}", upstream_body)
+        return self._to_bedrock(state, _model_path(model.bedrock_id, operation), self._invoke_body(state, request))
+
+    def _anthropic_count_tokens(self, state: RequestState, body: bytes) -> Forward:
+        """Bedrock's CountTokens takes base model IDs, not inference profiles: map them."""
+        request = anthropic_invoke.parse_request(body, count_only=True)
+        model = self._claude_for(state, request.model)
+        upstream = anthropic_invoke.count_tokens_body(self._invoke_body(state, request))
+        return self._to_bedrock(state, _model_path(model.entry.base_id or model.bedrock_id, "count-tokens"), upstream)
+
+    def _claude_for(self, state: RequestState, name: str) -> Model:
+        model = self._model_for(state, name)
+        if not model.is_anthropic:
+            raise invalid(f"model {name!r} is not a Claude model: call it through /v1/chat/completions", param="model")
+        return model
+
+    def _invoke_body(self, state: RequestState, request: anthropic_invoke.MessagesRequest) -> bytes:
+        betas = anthropic_invoke.beta_flags(state.headers.get("anthropic-beta"))
+        body, state.adjustments = anthropic_invoke.to_invoke_body(request, betas, self.settings.config.anthropic)
+        return body
+
+    def _bedrock_native(self, state: RequestState, body: bytes) -> Forward:
+        """Bedrock's own API (boto3, Claude Code's Bedrock mode): the body goes on as it came, re-signed.
+
+        Only a Claude InvokeModel body is touched, and only so that Bedrock
+        accepts it (beta allowlist, refused fields); the model in the path
+        must be one the consumer may use, and count-tokens gets the base ID.
+        """
+        route = state.route
+        model = self._model_for(state, route.model or "")
+        target = model.entry.base_id or model.bedrock_id if route.action == "count-tokens" else model.bedrock_id
+        if route.action.startswith("invoke") and model.is_anthropic:
+            try:
+                parsed = json.loads(body)
+            except ValueError as exc:
+                raise invalid(f"request body is not valid JSON: {exc}") from None
+            if not isinstance(parsed, dict):
+                raise invalid("request body must be a JSON object")
+            betas = anthropic_invoke.beta_flags(state.headers.get("anthropic-beta"))
+            state.adjustments = anthropic_invoke.make_bedrock_ready(parsed, betas, self.settings.config.anthropic)
+            if state.adjustments.as_log():
+                body = anthropic_invoke.dumps(parsed)
+        return self._to_bedrock(state, _model_path(target, route.action), body)
+
+    def _inference_profiles(self, state: RequestState) -> Reply:
+        visible = self._visible_models(state)
+        if state.route.model is None:
+            return self.answer(state, 200, inference_profiles.render_list(visible, self.settings.region))
+        model = self.catalogue.resolve(state.route.model)
+        if model is None or model not in visible or not inference_profiles.is_profile(model):
+            raise GatewayError(404, Kind.NOT_FOUND, f"inference profile {state.route.model!r} is not available")
+        return self.answer(state, 200, inference_profiles.render_one(model, self.settings.region))
 
     def _openai_chat(self, state: RequestState, body: bytes) -> Forward:
         request = openai_converse.parse_request(body)
@@ -182,7 +243,7 @@ class Gateway:
         state.response_model = state.route.model or request.model or model.alias
         upstream_body = openai_converse.to_converse_body(request, max_temperature=model.entry.max_temperature)
         operation = "converse-stream" if request.stream else "converse"
-        return self._to_bedrock(state, f"/model/{quote(model.bedrock_id, safe='')}/{operation}", upstream_body)
+        return self._to_bedrock(state, _model_path(model.bedrock_id, operation), upstream_body)
 
     def _policy(self, state: RequestState) -> Policy:
         consumer = self.settings.config.consumers.get(state.consumer or "")
@@ -240,6 +301,8 @@ class Gateway:
             return self.response_body(state, b"", end_of_stream=True)
         if state.status == 200 and headers.get("content-type", "").startswith(EVENT_STREAM):
             state.stream = self._stream_translator(state)
+            if state.stream.relays:
+                return Forward(stream_response=True)  # Bedrock's own stream, content type and all
             return Forward(
                 set_headers=[("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")],
                 remove_headers=["content-length"],
@@ -248,6 +311,8 @@ class Gateway:
         return Forward()
 
     def _stream_translator(self, state: RequestState) -> StreamTranslator:
+        if state.route.operation is Operation.BEDROCK:
+            return EventStreamMeter(state.route.action)
         if state.route.operation is Operation.OPENAI_CHAT and state.chat_request is not None:
             return ConverseStreamToChunks(state.chat_request, model=state.response_model,
                                           completion_id=self._completion_id(state), created=int(time.time()))
@@ -264,11 +329,26 @@ class Gateway:
         if state.stream is not None:
             return self._stream_chunk(state, state.stream, body, end_of_stream)
         status = state.status or 0
+        operation = state.route.operation
         if not 200 <= status < 300:
             error = bedrock_errors.from_upstream(status, state.response_headers, body)
+            if operation is Operation.BEDROCK and error.code not in bedrock_errors.GATEWAY_CREDENTIAL_ERRORS:
+                # Already in Bedrock's shape, which boto3 and Claude Code parse: pass it on untouched.
+                state.error = f"upstream {error.kind.value}: {error.code or status}"
+                self.finish(state)
+                return Forward()
             return self.reject(state, error, upstream=True)
         result = Forward()
-        if state.route.operation is Operation.ANTHROPIC_MESSAGES:
+        if operation is Operation.BEDROCK:
+            is_claude = state.model is not None and state.model.is_anthropic
+            state.usage = bedrock_native.answer_usage(state.route.action, is_claude, state.response_headers, body)
+        elif operation is Operation.ANTHROPIC_COUNT_TOKENS:
+            try:
+                translated = anthropic_invoke.read_count_tokens(body)
+            except GatewayError as exc:
+                return self.reject(state, exc, upstream=True)
+            result = Forward(set_headers=[("content-length", str(len(translated)))], body=translated)
+        elif operation is Operation.ANTHROPIC_MESSAGES:
             state.usage = anthropic_invoke.read_response(body)
         elif state.route.operation is Operation.OPENAI_CHAT and state.chat_request is not None:
             try:
@@ -291,7 +371,7 @@ class Gateway:
         if end:
             out += stream.finish()
             self.finish(state)
-        return Forward(body=out)
+        return Forward() if stream.relays else Forward(body=out)
 
     # -- endings -------------------------------------------------------------
     def answer(self, state: RequestState, status: int, body: bytes) -> Reply:
@@ -343,6 +423,8 @@ class Gateway:
                 "upstream_ms": _ms_since(state.upstream_started),
                 "first_byte_ms": _ms_since(state.first_byte, state.upstream_started),
                 "user_agent": state.headers.get("user-agent", ""),
+                "session_id": state.session_id,
+                **state.adjustments.as_log(),
             },
         )
 
@@ -354,3 +436,8 @@ def _ms_since(start: float | None, origin: float | None = None) -> float | None:
     if origin is not None:
         return round((start - origin) * 1000, 2)
     return round((time.monotonic() - start) * 1000, 2)
+
+
+def _model_path(model_id: str, action: str) -> str:
+    """``/model/{id}/{action}`` with the ID encoded once (``:`` → ``%3A``), as boto3 sends it."""
+    return f"/model/{quote(model_id, safe='')}/{action}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from .errors import Api
 
@@ -17,8 +18,14 @@ class Operation(enum.Enum):
     """What the gateway does for a route; the value is the label used in logs and metrics."""
 
     ANTHROPIC_MESSAGES = "anthropic_messages"
+    ANTHROPIC_COUNT_TOKENS = "anthropic_count_tokens"
     OPENAI_CHAT = "openai_chat"
     MODELS = "models"
+    BEDROCK = "bedrock"
+    """Bedrock-native ``/model/{id}/{action}``: the body goes to Bedrock as it came, re-signed."""
+    INFERENCE_PROFILES = "inference_profiles"
+    HELLO = "hello"
+    """Claude Code's ``HEAD /api/hello`` connectivity probe."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,26 +34,36 @@ class Route:
     operation: Operation | None
     """None when the path is not one the gateway serves (answered 404 after auth)."""
     model: str | None = None
-    """A model the route itself fixes (``/v1/chat/haiku``), which wins over the body's."""
+    """A model the route itself fixes (``/v1/chat/haiku``, ``/model/{id}/invoke``), which wins over the body's."""
+    action: str = ""
+    """Bedrock's operation for BEDROCK routes (``invoke``, ``converse-stream``, …)."""
 
     @property
     def label(self) -> str:
+        if self.operation is Operation.BEDROCK:
+            return "bedrock_" + self.action.replace("-", "_")
         return self.operation.value if self.operation else "unknown"
 
 
 _EXACT: dict[tuple[str, str], Route] = {
     ("POST", "/v1/messages"): Route(Api.ANTHROPIC, Operation.ANTHROPIC_MESSAGES),
+    ("POST", "/v1/messages/count_tokens"): Route(Api.ANTHROPIC, Operation.ANTHROPIC_COUNT_TOKENS),
+    ("HEAD", "/api/hello"): Route(Api.ANTHROPIC, Operation.HELLO),
+    ("GET", "/api/hello"): Route(Api.ANTHROPIC, Operation.HELLO),
     ("POST", "/v1/chat/completions"): Route(Api.OPENAI, Operation.OPENAI_CHAT),
     ("GET", "/v1/models"): Route(Api.OPENAI, Operation.MODELS),
 }
 _CHAT_ALIAS_PREFIX = "/v1/chat/"
+BEDROCK_PREFIX = "/bedrock"
+"""Claude Code's Bedrock mode calls ``ANTHROPIC_BEDROCK_BASE_URL`` + Bedrock's own paths."""
+BEDROCK_ACTIONS = frozenset({"invoke", "invoke-with-response-stream", "converse", "converse-stream", "count-tokens"})
 
 
 def api_for_path(path: str) -> Api:
     """The dialect to answer in, guessed from the path's family."""
     if path.startswith("/v1/messages") or path.startswith("/v1/complete"):
         return Api.ANTHROPIC
-    if path.startswith("/model/") or path.startswith("/bedrock/"):
+    if path.startswith(("/model/", "/bedrock/", "/inference-profiles")):
         return Api.BEDROCK
     return Api.OPENAI
 
@@ -58,6 +75,15 @@ def classify(method: str, raw_path: str) -> Route:
     route = _EXACT.get((method, path))
     if route is not None:
         return route
+    bedrock_path = path[len(BEDROCK_PREFIX):] if path.startswith(BEDROCK_PREFIX + "/") else path
+    if bedrock_path.startswith("/model/"):
+        parts = bedrock_path.split("/")  # ["", "model", id, action]
+        if method == "POST" and len(parts) == 4 and parts[2] and parts[3] in BEDROCK_ACTIONS:
+            return Route(Api.BEDROCK, Operation.BEDROCK, model=unquote(parts[2]), action=parts[3])
+        return Route(Api.BEDROCK, None)
+    if method == "GET" and (bedrock_path == "/inference-profiles" or bedrock_path.startswith("/inference-profiles/")):
+        profile = unquote(bedrock_path[len("/inference-profiles/"):]) if bedrock_path != "/inference-profiles" else None
+        return Route(Api.BEDROCK, Operation.INFERENCE_PROFILES, model=profile)
     if method == "POST" and path.startswith(_CHAT_ALIAS_PREFIX):
         alias = path[len(_CHAT_ALIAS_PREFIX):]
         if alias and "/" not in alias:

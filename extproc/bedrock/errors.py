@@ -28,7 +28,7 @@ _KINDS: dict[str, Kind] = {
     "ServiceUnavailableException": Kind.OVERLOADED,
 }
 
-_GATEWAY_CREDENTIAL_ERRORS = frozenset(
+GATEWAY_CREDENTIAL_ERRORS = frozenset(
     {
         "InvalidSignatureException",
         "UnrecognizedClientException",
@@ -71,7 +71,7 @@ def from_upstream(status: int, headers: dict[str, str], body: bytes) -> GatewayE
     if not message:
         text = body.decode("utf-8", "replace").strip()[:300]
         message = text or f"Bedrock answered HTTP {status}"
-    if name in _GATEWAY_CREDENTIAL_ERRORS:
+    if name in GATEWAY_CREDENTIAL_ERRORS:
         return GatewayError(
             502,
             Kind.UPSTREAM,

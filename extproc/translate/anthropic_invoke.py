@@ -10,11 +10,13 @@ client untouched and is only read for its usage.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import invalid
+from ..config import Anthropic
+from ..errors import GatewayError, Kind, invalid
 from ..usage import Usage
 
 BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -29,8 +31,25 @@ class MessagesRequest:
     body: dict[str, Any]
 
 
-def parse_request(raw: bytes) -> MessagesRequest:
-    """Validate what the gateway itself relies on; Bedrock validates the rest."""
+@dataclass(frozen=True, slots=True)
+class Adjustments:
+    """What was changed so that Bedrock accepts the body (logged, never silent)."""
+
+    dropped_betas: tuple[str, ...] = ()
+    dropped_fields: tuple[str, ...] = ()
+    moved_system_messages: int = 0
+
+    def as_log(self) -> dict[str, object]:
+        return {k: v for k, v in (("dropped_betas", list(self.dropped_betas)),
+                                  ("dropped_fields", list(self.dropped_fields)),
+                                  ("moved_system_messages", self.moved_system_messages)) if v}
+
+
+def parse_request(raw: bytes, *, count_only: bool = False) -> MessagesRequest:
+    """Validate what the gateway itself relies on; Bedrock validates the rest.
+
+    ``count_only`` is ``/v1/messages/count_tokens``, whose body has no ``max_tokens``.
+    """
     try:
         body = json.loads(raw)
     except ValueError as exc:
@@ -40,7 +59,7 @@ def parse_request(raw: bytes) -> MessagesRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid("model: field required (a string naming the model)", param="model")
-    max_tokens = body.get("max_tokens")
+    max_tokens = body.get("max_tokens", 1 if count_only else None)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise invalid("max_tokens: field required (an integer of at least 1)", param="max_tokens")
     messages = body.get("messages")
@@ -60,16 +79,71 @@ def beta_flags(header: str | None) -> list[str]:
     return [flag.strip() for flag in (header or "").split(",") if flag.strip()]
 
 
-def to_invoke_body(request: MessagesRequest, betas: list[str]) -> bytes:
-    """The InvokeModel body for ``request``."""
+def to_invoke_body(request: MessagesRequest, betas: list[str], rules: Anthropic) -> tuple[bytes, Adjustments]:
+    """The InvokeModel body for ``request`` (``anthropic-beta`` header flags in ``betas``)."""
     body = {k: v for k, v in request.body.items() if k not in ("model", "stream")}
+    body.setdefault("max_tokens", request.body.get("max_tokens", 1))
     body["anthropic_version"] = BEDROCK_ANTHROPIC_VERSION
-    merged = list(dict.fromkeys([*body.get("anthropic_beta", []), *betas]))
-    if merged:
-        body["anthropic_beta"] = merged
+    adjustments = make_bedrock_ready(body, betas, rules)
+    return dumps(body), adjustments
+
+
+def make_bedrock_ready(body: dict[str, Any], betas: list[str], rules: Anthropic) -> Adjustments:
+    """Change an InvokeModel body in place into one Bedrock accepts.
+
+    Used for bodies the gateway translated and for Bedrock-native bodies
+    (Claude Code's Bedrock mode) alike: beta flags outside the allowlist are
+    dropped, fields Bedrock refuses are removed, and ``system``-role messages
+    (which some clients put mid-conversation) join the top-level ``system``.
+    """
+    dropped_fields = tuple(name for name in rules.drop_fields if body.pop(name, None) is not None)
+    existing = body.get("anthropic_beta", [])
+    flags = list(dict.fromkeys([*(existing if isinstance(existing, list) else []), *betas]))
+    allowed = flags if rules.beta_allowlist is None else [f for f in flags if f in rules.beta_allowlist]
+    if allowed:
+        body["anthropic_beta"] = allowed
     else:
         body.pop("anthropic_beta", None)
+    moved = _move_system_messages(body)
+    return Adjustments(tuple(f for f in flags if f not in allowed), dropped_fields, moved)
+
+
+def _move_system_messages(body: dict[str, Any]) -> int:
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return 0
+    system_messages = [m for m in messages if isinstance(m, dict) and m.get("role") == "system"]
+    if not system_messages:
+        return 0
+    body["messages"] = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system")]
+    system = body.get("system")
+    blocks: list[Any] = [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
+    for message in system_messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            blocks.append({"type": "text", "text": content})
+        elif isinstance(content, list):
+            blocks.extend(b for b in content if isinstance(b, dict) and b.get("type") == "text")
+    body["system"] = blocks
+    return len(system_messages)
+
+
+def dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def count_tokens_body(invoke_body: bytes) -> bytes:
+    """Bedrock CountTokens input wrapping an InvokeModel body (a blob: base64 on the wire)."""
+    return dumps({"input": {"invokeModel": {"body": base64.b64encode(invoke_body).decode("ascii")}}})
+
+
+def read_count_tokens(raw: bytes) -> bytes:
+    """Bedrock's ``{"inputTokens": N}`` as Anthropic's ``{"input_tokens": N}``."""
+    try:
+        count = json.loads(raw)["inputTokens"]
+    except (ValueError, KeyError, TypeError):
+        raise GatewayError(502, Kind.UPSTREAM, "Bedrock's CountTokens answer was not readable") from None
+    return dumps({"input_tokens": int(count)})
 
 
 def usage_of(message: dict[str, Any]) -> Usage:

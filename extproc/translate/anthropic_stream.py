@@ -39,17 +39,44 @@ def sse(event: str, data: bytes) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
 
 
+class StreamUsage:
+    """Token counts of one Anthropic stream: the largest value each type was reported with."""
+
+    def __init__(self) -> None:
+        self._tokens = dict.fromkeys(("input", "output", "cache_read", "cache_write"), 0)
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(**self._tokens)
+
+    def count(self, event: dict[str, Any]) -> None:
+        usage = event.get("usage") or (event.get("message") or {}).get("usage")
+        if isinstance(usage, dict):
+            self._take(usage, _USAGE_FIELDS)
+        metrics = event.get(_METRICS)
+        if isinstance(metrics, dict):
+            self._take(metrics, _METRIC_FIELDS)
+
+    def _take(self, source: dict[str, Any], fields: dict[str, str]) -> None:
+        for field, token_type in fields.items():
+            value = source.get(field)
+            if isinstance(value, int) and value > self._tokens[token_type]:
+                self._tokens[token_type] = value
+
+
 class InvokeStreamToSSE:
+    relays = False
+
     def __init__(self) -> None:
         self._decoder = Decoder()
-        self._tokens = dict.fromkeys(("input", "output", "cache_read", "cache_write"), 0)
+        self._usage = StreamUsage()
         self.complete = False
         self.error: str | None = None
         self._finished = False
 
     @property
     def usage(self) -> Usage:
-        return Usage(**self._tokens)
+        return self._usage.usage
 
     def feed(self, chunk: bytes) -> bytes:
         if self.error or self.complete:
@@ -89,7 +116,7 @@ class InvokeStreamToSSE:
                 out += self._fail(GatewayError(502, Kind.UPSTREAM, f"unreadable stream event from Bedrock: {exc}"),
                                   "stream_corrupt")
                 break
-            self._count(event)
+            self._usage.count(event)
             if kind == "message_stop":
                 self.complete = True
                 if _METRICS in event:
@@ -97,20 +124,6 @@ class InvokeStreamToSSE:
                     raw = json.dumps(event, separators=(",", ":")).encode()
             out += sse(kind, raw)
         return bytes(out)
-
-    def _count(self, event: dict[str, Any]) -> None:
-        usage = event.get("usage") or (event.get("message") or {}).get("usage")
-        if isinstance(usage, dict):
-            self._take(usage, _USAGE_FIELDS)
-        metrics = event.get(_METRICS)
-        if isinstance(metrics, dict):
-            self._take(metrics, _METRIC_FIELDS)
-
-    def _take(self, source: dict[str, Any], fields: dict[str, str]) -> None:
-        for field, token_type in fields.items():
-            value = source.get(field)
-            if isinstance(value, int) and value > self._tokens[token_type]:
-                self._tokens[token_type] = value
 
     def _fail(self, error: GatewayError, code: str) -> bytes:
         self.error = code

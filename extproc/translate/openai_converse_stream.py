@@ -80,6 +80,8 @@ class ConverseStreamToChunks:
     the client (possibly ``b""``). Not thread-safe; one per response.
     """
 
+    relays = False
+
     usage: Usage
     """The usage of the stream's ``metadata`` event (zeros until it arrives); taken once."""
     complete: bool

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
 
+from extproc.config import Anthropic
 from extproc.errors import GatewayError
 from extproc.translate import anthropic_invoke
 from extproc.usage import Usage
@@ -21,7 +23,8 @@ def test_golden_request(case: Path) -> None:
     assert request.model == golden["model"]
     assert request.stream == golden["stream"]
     betas = anthropic_invoke.beta_flags(golden["headers"].get("anthropic-beta"))
-    body = anthropic_invoke.to_invoke_body(request, betas)
+    rules = Anthropic(**golden.get("rules", {"beta_allowlist": None, "drop_fields": []}))
+    body, _ = anthropic_invoke.to_invoke_body(request, betas, rules)
     assert json.loads(body) == golden["bedrock_body"]
     assert b"\\u" not in body, "non-ASCII text is sent as UTF-8, not escaped"
 
@@ -60,3 +63,51 @@ def test_usage_keeps_every_token_type_separate() -> None:
 
 def test_usage_of_unreadable_answer_is_zero() -> None:
     assert anthropic_invoke.read_response(b"<html>") == Usage()
+
+
+def test_default_rules_drop_unknown_betas_and_refused_fields_and_say_so() -> None:
+    request = anthropic_invoke.parse_request(json.dumps({
+        "model": "haiku", "max_tokens": 8, "anthropic_beta": ["claude-code-20250219", "interleaved-thinking-2025-05-14"],
+        "context_management": {"edits": []}, "output_config": {"effort": "low"},
+        "messages": [{"role": "user", "content": "hi"}],
+    }).encode())
+    body, adjustments = anthropic_invoke.to_invoke_body(request, ["oauth-2025-04-20", "context-1m-2025-08-07"], Anthropic())
+    sent = json.loads(body)
+    assert sent["anthropic_beta"] == ["interleaved-thinking-2025-05-14", "context-1m-2025-08-07"]
+    assert "context_management" not in sent and "output_config" not in sent
+    assert adjustments.as_log() == {"dropped_betas": ["claude-code-20250219", "oauth-2025-04-20"],
+                                    "dropped_fields": ["context_management", "output_config"]}
+
+
+def test_passthrough_mode_keeps_every_beta() -> None:
+    request = anthropic_invoke.parse_request(b'{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}]}')
+    body, adjustments = anthropic_invoke.to_invoke_body(request, ["anything-2099"], Anthropic(beta_allowlist=None))
+    assert json.loads(body)["anthropic_beta"] == ["anything-2099"] and adjustments.as_log() == {}
+
+
+def test_system_message_mid_conversation_joins_the_system_prompt_in_order() -> None:
+    request = anthropic_invoke.parse_request(json.dumps({
+        "model": "haiku", "max_tokens": 8,
+        "system": [{"type": "text", "text": "first", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                     {"role": "system", "content": "second"}, {"role": "user", "content": "c"}],
+    }).encode())
+    body, adjustments = anthropic_invoke.to_invoke_body(request, [], Anthropic())
+    sent = json.loads(body)
+    assert sent["system"] == [{"type": "text", "text": "first", "cache_control": {"type": "ephemeral"}},
+                              {"type": "text", "text": "second"}]
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+    assert adjustments.moved_system_messages == 1
+
+
+def test_count_tokens_body_and_answer() -> None:
+    request = anthropic_invoke.parse_request(
+        b'{"model":"haiku","messages":[{"role":"user","content":"count me"}]}', count_only=True)
+    invoke, _ = anthropic_invoke.to_invoke_body(request, [], Anthropic())
+    wrapped = json.loads(anthropic_invoke.count_tokens_body(invoke))
+    inner = json.loads(base64.b64decode(wrapped["input"]["invokeModel"]["body"]))
+    assert inner["anthropic_version"] == "bedrock-2023-05-31" and inner["max_tokens"] == 1
+    assert inner["messages"] == [{"role": "user", "content": "count me"}]
+    assert json.loads(anthropic_invoke.read_count_tokens(b'{"inputTokens": 42}')) == {"input_tokens": 42}
+    with pytest.raises(GatewayError):
+        anthropic_invoke.read_count_tokens(b"{}")

@@ -60,7 +60,7 @@ def test_forwarded_request_is_signed_and_carries_no_client_credential(gateway: G
     state = RequestState()
     headers = _headers(**{
         "x-api-key": KEY, "authorization": "AWS4-HMAC-SHA256 Credential=CLIENT", "x-amz-security-token": "client",
-        "x-amz-date": "20200101T000000Z", "cookie": "session=1", "anthropic-beta": "a", "x-custom-token": "t",
+        "x-amz-date": "20200101T000000Z", "cookie": "session=1", "anthropic-beta": "context-1m-2025-08-07", "x-custom-token": "t",
         "user-agent": "sdk/1",
     })
     gateway.request_headers(state, headers, end_of_stream=False)
@@ -83,7 +83,7 @@ def test_forwarded_request_is_signed_and_carries_no_client_credential(gateway: G
     for name in ("authorization", "x-amz-security-token", "x-amz-date"):
         assert name in set_headers
     body = json.loads(result.body or b"")
-    assert body["anthropic_beta"] == ["a"]
+    assert body["anthropic_beta"] == ["context-1m-2025-08-07"]
     assert "model" not in body
 
 
