@@ -159,10 +159,21 @@ def _tools(tools: list[Any]) -> tuple[Tool, ...]:
     return tuple(found)
 
 
+# The anthropic_beta values Bedrock's Claude models take; any other flag is
+# refused with "invalid beta flag" (what Claude Code's own flags meet on Bedrock).
+BEDROCK_BETA_FLAGS = frozenset({
+    "computer-use-2024-10-22", "computer-use-2025-01-24", "token-efficient-tools-2025-02-19",
+    "interleaved-thinking-2025-05-14", "output-128k-2025-02-19", "dev-full-thinking-2025-05-14",
+    "context-1m-2025-08-07",
+})
+
+
 def parse(body: dict[str, Any], model: Model) -> Prompt:
     violations = _schema_violations(body)
     if violations:
         raise malformed(violations)
+    if any(flag not in BEDROCK_BETA_FLAGS for flag in body.get("anthropic_beta", ())):
+        raise validation("invalid beta flag")
     max_tokens = body["max_tokens"]
     if max_tokens > model.max_output_tokens:
         raise validation(

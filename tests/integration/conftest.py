@@ -32,17 +32,18 @@ def keys() -> Keys:
     return Keys(alpha=mint_key(), haiku_only=mint_key())
 
 
-def write_gateway_files(directory: Path, keys: Keys) -> dict[str, str | None]:
+def write_gateway_files(directory: Path, keys: Keys, config: dict | None = None) -> dict[str, str | None]:
     directory.mkdir(parents=True, exist_ok=True)
     # The example configuration (so it is exercised too), with this session's consumers.
     config_data = yaml.safe_load((ROOT / "config" / "gateway.yaml").read_text())
     config_data["policies"] = {"default": {"models": ["*"]}, "haiku-only": {"models": ["haiku"]}}
     config_data["consumers"] = {"reports": {"policy": "haiku-only", "key_sha256": hash_key(keys.haiku_only)}}
-    config = directory / "gateway.yaml"
-    config.write_text(yaml.safe_dump(config_data, sort_keys=False))
+    config_data.update(config or {})
+    config_file = directory / "gateway.yaml"
+    config_file.write_text(yaml.safe_dump(config_data, sort_keys=False))
     keys_file = directory / "keys.yaml"
     keys_file.write_text(f"alpha: {keys.alpha}\n")
-    return {"GATEWAY_CONFIG": str(config), "GATEWAY_KEYS_FILE": str(keys_file)}
+    return {"GATEWAY_CONFIG": str(config_file), "GATEWAY_KEYS_FILE": str(keys_file)}
 
 
 class Emulator:
@@ -64,10 +65,11 @@ def make_stack(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator
     """Start a private stack (for tests that stop or restart its processes)."""
     stacks: list[Stack] = []
 
-    def make(env: dict[str, str | None] | None = None, emulator_args: list[str] | None = None) -> Stack:
+    def make(env: dict[str, str | None] | None = None, emulator_args: list[str] | None = None,
+             config: dict | None = None) -> Stack:
         workdir = tmp_path_factory.mktemp("stack")
         stack = Stack(workdir=workdir, ports=Ports.free(),
-                      env={**write_gateway_files(workdir, keys), **(env or {})},
+                      env={**write_gateway_files(workdir, keys, config), **(env or {})},
                       emulator_args=emulator_args or [])
         stacks.append(stack)
         return stack.start()
