@@ -164,7 +164,7 @@ def _tools(tools: list[Any]) -> tuple[Tool, ...]:
 BEDROCK_BETA_FLAGS = frozenset({
     "computer-use-2024-10-22", "computer-use-2025-01-24", "token-efficient-tools-2025-02-19",
     "interleaved-thinking-2025-05-14", "output-128k-2025-02-19", "dev-full-thinking-2025-05-14",
-    "context-1m-2025-08-07",
+    "context-1m-2025-08-07", "tool-search-tool-2025-10-19",
 })
 
 

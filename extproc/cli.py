@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
     keys = KeyRing.build(settings.config, settings.keys_file)
     credentials = CredentialSource(refresh_interval=args.credential_refresh_seconds)
     gateway = Gateway(settings, keys, credentials)
-    asyncio.run(serve(gateway, args.listen, args.metrics_listen, args.grace_seconds))
+    asyncio.run(serve(gateway, args.listen, args.metrics_listen, args.grace_seconds, args.drain_delay_seconds))
     return 0
 
 
@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--metrics-listen", default=os.environ.get("EXTPROC_METRICS_LISTEN", "127.0.0.1:9464"))
     serve.add_argument("--grace-seconds", type=float, default=float(os.environ.get("EXTPROC_GRACE_SECONDS", "30")),
                        help="on SIGTERM, how long in-flight requests may take to finish")
+    serve.add_argument("--drain-delay-seconds", type=float,
+                       default=float(os.environ.get("EXTPROC_DRAIN_DELAY_SECONDS", "2")),
+                       help="on SIGTERM, keep serving this long after reporting NOT_SERVING")
     serve.add_argument("--credential-refresh-seconds", type=float,
                        default=float(os.environ.get("EXTPROC_CREDENTIAL_REFRESH_SECONDS", "60")))
     serve.add_argument("--log-level", default=os.environ.get("EXTPROC_LOG_LEVEL", "INFO"))

@@ -123,6 +123,7 @@ DEFAULT_BETA_ALLOWLIST = (
     "output-128k-2025-02-19",
     "dev-full-thinking-2025-05-14",
     "context-1m-2025-08-07",
+    "tool-search-tool-2025-10-19",
 )
 
 

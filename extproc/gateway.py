@@ -8,7 +8,6 @@ here knows about gRPC, which keeps every decision testable without Envoy.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -23,6 +22,7 @@ from .bedrock.credentials import CredentialSource
 from .bedrock.endpoint import ROUTING_HEADER, Endpoint
 from .bedrock.sigv4 import sign
 from .config import Policy, Settings
+from . import jsonwire
 from .errors import GatewayError, Kind, invalid
 from .keys import KeyRing
 from .routes import Operation, Route, classify
@@ -35,6 +35,9 @@ from .usage import Usage
 log = logging.getLogger("extproc.request")
 
 EVENT_STREAM = "application/vnd.amazon.eventstream"
+BEDROCK_PARAMETER_HEADER = "x-amzn-bedrock-"
+MAX_UPSTREAM_BODY = 32 * 1024 * 1024
+"""Envoy's upstream buffer (envoy.yaml); a translation that grows past it is a clear 413, not Envoy's."""
 
 
 class StreamTranslator(Protocol):
@@ -102,6 +105,8 @@ class RequestState:
     """The model name the client sees in an OpenAI answer."""
     error: str | None = None
     adjustments: anthropic_invoke.Adjustments = field(default_factory=anthropic_invoke.Adjustments)
+    response_done: bool = False
+    """The upstream answer was seen to its end (False when the client went away first)."""
     session_id: str = ""
     """Claude Code's ``x-claude-code-session-id``, for logs."""
     finished: bool = False
@@ -136,7 +141,7 @@ class Gateway:
         state.route = classify(state.method, state.path)
         state.session_id = headers.get("x-claude-code-session-id", "")
         if state.route.operation is Operation.HELLO:
-            return self.answer(state, 200, b"")  # a connectivity probe: nothing to protect, nothing forwarded
+            return self.answer(state, 200, b"", content_type=None)  # a probe: nothing to protect or forward
         try:
             key = client_key(headers)
             consumer = self.keys.consumer_for(key) if key else None
@@ -212,18 +217,17 @@ class Gateway:
         route = state.route
         model = self._model_for(state, route.model or "")
         target = model.entry.base_id or model.bedrock_id if route.action == "count-tokens" else model.bedrock_id
+        changed = False
         if route.action.startswith("invoke") and model.is_anthropic:
-            try:
-                parsed = json.loads(body)
-            except ValueError as exc:
-                raise invalid(f"request body is not valid JSON: {exc}") from None
-            if not isinstance(parsed, dict):
-                raise invalid("request body must be a JSON object")
+            parsed = jsonwire.load_object(body)
+            anthropic_invoke.check_invoke_fields(parsed)
             betas = anthropic_invoke.beta_flags(state.headers.get("anthropic-beta"))
             state.adjustments = anthropic_invoke.make_bedrock_ready(parsed, betas, self.settings.config.anthropic)
             if state.adjustments.as_log():
-                body = anthropic_invoke.dumps(parsed)
-        return self._to_bedrock(state, _model_path(target, route.action), body)
+                body, changed = jsonwire.dumps(parsed), True
+        # Bedrock's own request parameters (guardrail, trace, latency, service tier…) travel as headers.
+        extra = [(name, value) for name, value in state.headers.items() if name.startswith(BEDROCK_PARAMETER_HEADER)]
+        return self._to_bedrock(state, _model_path(target, route.action), body, body_changed=changed, extra=extra)
 
     def _inference_profiles(self, state: RequestState) -> Reply:
         visible = self._visible_models(state)
@@ -239,9 +243,9 @@ class Gateway:
         # The route's model wins, then the body's, then the configured default.
         name = state.route.model or request.model
         model = self._model_for(state, name) if name else self._model_for(state, self.catalogue.default.alias)
-        state.chat_request = request
         state.response_model = state.route.model or request.model or model.alias
         upstream_body = openai_converse.to_converse_body(request, max_temperature=model.entry.max_temperature)
+        state.chat_request = openai_converse.for_answer(request)
         operation = "converse-stream" if request.stream else "converse"
         return self._to_bedrock(state, _model_path(model.bedrock_id, operation), upstream_body)
 
@@ -263,13 +267,23 @@ class Gateway:
         state.model = model
         return model
 
-    def _to_bedrock(self, state: RequestState, path: str, body: bytes) -> Forward:
-        """Point the request at Bedrock: new path, host and body, signed; client credentials gone."""
+    def _to_bedrock(self, state: RequestState, path: str, body: bytes, *, body_changed: bool = True,
+                    extra: list[tuple[str, str]] | None = None) -> Forward:
+        """Point the request at Bedrock: new path, host and body, signed; client credentials gone.
+
+        ``extra`` are Bedrock API headers the client chose (a native route's
+        ``x-amzn-bedrock-*``), signed with the rest. When the body is the
+        client's own bytes, it is not sent back to Envoy (``body_changed``).
+        """
+        if len(body) > MAX_UPSTREAM_BODY:
+            raise GatewayError(413, Kind.TOO_LARGE, f"the request is {len(body)} bytes once translated for Bedrock; "
+                               f"the gateway sends at most {MAX_UPSTREAM_BODY} (32 MiB)")
+        streams = path.endswith("-stream")
         signed = sign(
             method="POST",
             url=self.endpoint.url(path),
             body=body,
-            headers=[("host", self.endpoint.authority), ("content-type", "application/json")],
+            headers=[("host", self.endpoint.authority), ("content-type", "application/json"), *(extra or [])],
             credentials=self.credentials.current(),
             region=self.settings.region,
         )
@@ -278,7 +292,7 @@ class Gateway:
             (":path", path),
             (":authority", self.endpoint.authority),
             ("content-length", str(len(body))),
-            ("accept", "application/json"),
+            ("accept", EVENT_STREAM if streams else "application/json"),
             (ROUTING_HEADER, self.endpoint.routing),
             *signed.items(),
         ]
@@ -289,13 +303,14 @@ class Gateway:
             if not name.startswith(":") and name not in _FORWARDED_HEADERS and name not in replaced
         ]
         state.upstream_started = time.monotonic()
-        return Forward(set_headers=set_headers, remove_headers=remove, body=body, clear_route_cache=True)
+        return Forward(set_headers=set_headers, remove_headers=remove, body=body if body_changed else None,
+                       clear_route_cache=True)
 
     # -- phase 3 -------------------------------------------------------------
     def response_headers(self, state: RequestState, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply:
+        state.status = int(headers.get(":status", "0") or 0)
         if state.upstream_started is None:
             return Forward()  # a local reply Envoy made itself (e.g. 413): not Bedrock's answer
-        state.status = int(headers.get(":status", "0") or 0)
         state.response_headers = headers
         if end_of_stream:
             return self.response_body(state, b"", end_of_stream=True)
@@ -330,9 +345,12 @@ class Gateway:
             return self._stream_chunk(state, state.stream, body, end_of_stream)
         status = state.status or 0
         operation = state.route.operation
+        state.response_done = True
         if not 200 <= status < 300:
             error = bedrock_errors.from_upstream(status, state.response_headers, body)
-            if operation is Operation.BEDROCK and error.code not in bedrock_errors.GATEWAY_CREDENTIAL_ERRORS:
+            from_bedrock = "x-amzn-requestid" in state.response_headers  # else Envoy's own (connect error, timeout)
+            if (operation is Operation.BEDROCK and from_bedrock
+                    and error.code not in bedrock_errors.GATEWAY_CREDENTIAL_ERRORS):
                 # Already in Bedrock's shape, which boto3 and Claude Code parse: pass it on untouched.
                 state.error = f"upstream {error.kind.value}: {error.code or status}"
                 self.finish(state)
@@ -370,15 +388,17 @@ class Gateway:
         out = stream.feed(body)
         if end:
             out += stream.finish()
+            state.response_done = True
             self.finish(state)
         return Forward() if stream.relays else Forward(body=out)
 
     # -- endings -------------------------------------------------------------
-    def answer(self, state: RequestState, status: int, body: bytes) -> Reply:
+    def answer(self, state: RequestState, status: int, body: bytes,
+               content_type: str | None = "application/json") -> Reply:
         """Answer the client from the gateway itself (no upstream call)."""
         state.status = status
         self.finish(state)
-        return Reply(status, [("content-type", "application/json")], body)
+        return Reply(status, [("content-type", content_type)] if content_type else [], body)
 
     def reject(self, state: RequestState, error: GatewayError, upstream: bool = False) -> Reply:
         """Answer ``error`` in the client's API shape and record why."""
@@ -400,6 +420,10 @@ class Gateway:
             state.usage = state.stream.usage
             partial = not state.stream.complete
             state.error = state.error or state.stream.error
+        if state.upstream_started is not None and not state.response_done:
+            # Sent to Bedrock (and billed there), but the client left before the answer ended.
+            partial = True
+            state.error = state.error or "client_disconnected"
         status = state.status if state.status is not None else 499
         model = state.model.alias if state.model else ""
         consumer = state.consumer or ""
@@ -418,6 +442,7 @@ class Gateway:
                 "status": status,
                 "error": state.error,
                 "tokens": state.usage.as_dict(),
+                "cost_usd": round(state.usage.cost_usd(state.model.entry.prices), 8) if state.model else 0.0,
                 "partial": partial,
                 "duration_ms": round((time.monotonic() - state.started) * 1000, 2),
                 "upstream_ms": _ms_since(state.upstream_started),

@@ -61,7 +61,7 @@ BEDROCK_ACTIONS = frozenset({"invoke", "invoke-with-response-stream", "converse"
 
 def api_for_path(path: str) -> Api:
     """The dialect to answer in, guessed from the path's family."""
-    if path.startswith("/v1/messages") or path.startswith("/v1/complete"):
+    if path.startswith("/v1/messages"):
         return Api.ANTHROPIC
     if path.startswith(("/model/", "/bedrock/", "/inference-profiles")):
         return Api.BEDROCK

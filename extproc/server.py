@@ -33,6 +33,9 @@ log = logging.getLogger("extproc.server")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Above Envoy's 32 MiB request buffer (envoy.yaml), so Envoy's 413 is what a client meets first."""
 
+OFFLOAD_BYTES = 256 * 1024
+"""Request bodies above this are handled on a worker thread."""
+
 _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 
 
@@ -67,6 +70,9 @@ def to_response(phase: str, result: Forward | Reply) -> pb.ProcessingResponse:
         immediate.body = result.body
         immediate.details = "gateway_reply"
         return response
+    if phase.endswith("trailers"):
+        getattr(response, phase).SetInParent()  # TrailersResponse has no CommonResponse
+        return response
     common = getattr(response, phase).response
     if result.set_headers or result.remove_headers:
         _fill_mutation(common.header_mutation, result.set_headers, result.remove_headers)
@@ -98,7 +104,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):
         if phase == "response_body":
             message = request.response_body
             return gateway.response_body(state, message.body, message.end_of_stream)
-        return Forward()  # trailers are not requested by envoy.yaml; pass them if they come
+        return Forward()  # trailers: envoy.yaml skips them; if they come, they pass unchanged
 
     async def Process(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -108,7 +114,12 @@ class Processor(pb_grpc.ExternalProcessorServicer):
             async for request in request_iterator:
                 phase = request.WhichOneof("request")
                 try:
-                    result = self._decide(state, phase, request)
+                    if phase == "request_body" and len(request.request_body.body) > OFFLOAD_BYTES:
+                        # Parsing, translating and signing megabytes takes a while: do it on a
+                        # thread so the loop keeps serving health checks and other requests.
+                        result = await asyncio.to_thread(self._decide, state, phase, request)
+                    else:
+                        result = self._decide(state, phase, request)
                 except GatewayError as exc:
                     result = self.gateway.reject(state, exc)
                 except Exception:
@@ -149,8 +160,11 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def serve(gateway: Gateway, listen: str, metrics_listen: str, grace_seconds: float) -> None:
-    """Serve until SIGTERM/SIGINT, then drain: refuse new streams, finish in-flight ones, exit."""
+async def serve(gateway: Gateway, listen: str, metrics_listen: str, grace_seconds: float,
+                drain_delay_seconds: float = 0.0) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: report NOT_SERVING, keep serving for
+    ``drain_delay_seconds`` (SIGTERM only: time for Envoy's health check and the load
+    balancer to stop sending), refuse new streams, finish in-flight ones, exit."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -178,14 +192,17 @@ async def serve(gateway: Gateway, listen: str, metrics_listen: str, grace_second
     )
 
     stop = asyncio.Event()
+    received: list[signal.Signals] = []
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig), stop.set()))
     await stop.wait()
 
-    log.info("extproc draining", extra={"grace_seconds": grace_seconds})
+    delay = drain_delay_seconds if received[0] is signal.SIGTERM else 0.0
+    log.info("extproc draining", extra={"grace_seconds": grace_seconds, "drain_delay_seconds": delay})
     _MetricsHandler.serving.clear()
     await health.enter_graceful_shutdown()
+    await asyncio.sleep(delay)
     await server.stop(grace_seconds)
     await gateway.credentials.stop()
     metrics_server.shutdown()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import Prices
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -16,9 +18,10 @@ class Usage:
     cache_read: int = 0
     cache_write: int = 0
 
-    @property
-    def total(self) -> int:
-        return self.input + self.output + self.cache_read + self.cache_write
+    def cost_usd(self, prices: Prices) -> float:
+        """What these tokens cost at ``prices`` (USD per million tokens of each type)."""
+        return (self.input * prices.input + self.output * prices.output
+                + self.cache_read * prices.cache_read + self.cache_write * prices.cache_write) / 1_000_000
 
     def as_dict(self) -> dict[str, int]:
         return {"input": self.input, "output": self.output, "cache_read": self.cache_read, "cache_write": self.cache_write}

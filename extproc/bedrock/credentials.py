@@ -39,7 +39,7 @@ class CredentialSource:
         """The latest snapshot; never blocks."""
         if self._current is None:
             raise GatewayError(
-                503, Kind.OVERLOADED, "the gateway has no AWS credentials yet; its operator must configure them"
+                503, Kind.UPSTREAM, "the gateway has no AWS credentials yet; its operator must configure them"
             )
         return self._current
 

@@ -39,6 +39,7 @@ GATEWAY_CREDENTIAL_ERRORS = frozenset(
 )
 
 _KIND_BY_STATUS: dict[int, Kind] = {
+    504: Kind.TIMEOUT,
     400: Kind.INVALID_REQUEST,
     403: Kind.PERMISSION,
     404: Kind.NOT_FOUND,
@@ -66,11 +67,14 @@ def from_upstream(status: int, headers: dict[str, str], body: bytes) -> GatewayE
     try:
         decoded = json.loads(body)
         message = str(decoded.get("message") or decoded.get("Message") or "") if isinstance(decoded, dict) else ""
-    except ValueError:
+    except (ValueError, RecursionError):
         message = ""
     if not message:
         text = body.decode("utf-8", "replace").strip()[:300]
         message = text or f"Bedrock answered HTTP {status}"
+    if not name and "x-amzn-requestid" not in headers:
+        # Not Bedrock's answer but Envoy's (connection refused, timeout, reset).
+        message = f"the gateway could not get an answer from Bedrock: {message}"
     if name in GATEWAY_CREDENTIAL_ERRORS:
         return GatewayError(
             502,

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .. import jsonwire
 from ..config import Anthropic
 from ..errors import GatewayError, Kind, invalid
 from ..usage import Usage
@@ -50,12 +51,7 @@ def parse_request(raw: bytes, *, count_only: bool = False) -> MessagesRequest:
 
     ``count_only`` is ``/v1/messages/count_tokens``, whose body has no ``max_tokens``.
     """
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise invalid(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise invalid("request body must be a JSON object")
+    body = jsonwire.load_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid("model: field required (a string naming the model)", param="model")
@@ -68,10 +64,21 @@ def parse_request(raw: bytes, *, count_only: bool = False) -> MessagesRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise invalid("stream: must be a boolean", param="stream")
+    check_invoke_fields(body)
+    return MessagesRequest(model=model, stream=stream, body=body)
+
+
+def check_invoke_fields(body: dict[str, Any]) -> None:
+    """The fields the gateway itself rewrites must have the types it expects (else a 400, not a 500)."""
     betas = body.get("anthropic_beta", [])
     if not isinstance(betas, list) or not all(isinstance(b, str) for b in betas):
         raise invalid("anthropic_beta: must be a list of strings", param="anthropic_beta")
-    return MessagesRequest(model=model, stream=stream, body=body)
+    system = body.get("system")
+    if system is not None and not isinstance(system, (str, list)):
+        raise invalid("system: must be a string or a list of content blocks", param="system")
+    messages = body.get("messages")
+    if messages is not None and not isinstance(messages, list):
+        raise invalid("messages: must be a list", param="messages")
 
 
 def beta_flags(header: str | None) -> list[str]:
@@ -85,7 +92,7 @@ def to_invoke_body(request: MessagesRequest, betas: list[str], rules: Anthropic)
     body.setdefault("max_tokens", request.body.get("max_tokens", 1))
     body["anthropic_version"] = BEDROCK_ANTHROPIC_VERSION
     adjustments = make_bedrock_ready(body, betas, rules)
-    return dumps(body), adjustments
+    return jsonwire.dumps(body), adjustments
 
 
 def make_bedrock_ready(body: dict[str, Any], betas: list[str], rules: Anthropic) -> Adjustments:
@@ -128,13 +135,9 @@ def _move_system_messages(body: dict[str, Any]) -> int:
     return len(system_messages)
 
 
-def dumps(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def count_tokens_body(invoke_body: bytes) -> bytes:
     """Bedrock CountTokens input wrapping an InvokeModel body (a blob: base64 on the wire)."""
-    return dumps({"input": {"invokeModel": {"body": base64.b64encode(invoke_body).decode("ascii")}}})
+    return jsonwire.dumps({"input": {"invokeModel": {"body": base64.b64encode(invoke_body).decode("ascii")}}})
 
 
 def read_count_tokens(raw: bytes) -> bytes:
@@ -143,26 +146,58 @@ def read_count_tokens(raw: bytes) -> bytes:
         count = json.loads(raw)["inputTokens"]
     except (ValueError, KeyError, TypeError):
         raise GatewayError(502, Kind.UPSTREAM, "Bedrock's CountTokens answer was not readable") from None
-    return dumps({"input_tokens": int(count)})
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise GatewayError(502, Kind.UPSTREAM, "Bedrock's CountTokens answer was not readable")
+    return jsonwire.dumps({"input_tokens": count})
 
 
-def usage_of(message: dict[str, Any]) -> Usage:
-    """Usage of an Anthropic Message (or the ``usage`` of a stream event)."""
-    usage = message.get("usage")
-    if not isinstance(usage, dict):
-        return Usage()
-    return Usage(
-        input=int(usage.get("input_tokens") or 0),
-        output=int(usage.get("output_tokens") or 0),
-        cache_read=int(usage.get("cache_read_input_tokens") or 0),
-        cache_write=int(usage.get("cache_creation_input_tokens") or 0),
-    )
+_USAGE_FIELDS = {"input_tokens": "input", "output_tokens": "output",
+                 "cache_read_input_tokens": "cache_read", "cache_creation_input_tokens": "cache_write"}
+_METRICS = "amazon-bedrock-invocationMetrics"
+_METRIC_FIELDS = {"inputTokenCount": "input", "outputTokenCount": "output",
+                  "cacheReadInputTokenCount": "cache_read", "cacheWriteInputTokenCount": "cache_write"}
+
+
+class UsageCounter:
+    """Token counts of one answer: the largest value each type was reported with.
+
+    Anthropic's numbers are cumulative (``message_start`` carries input and
+    cache counts, each ``message_delta`` the output so far and sometimes the
+    others again) and Bedrock's invocation metrics repeat the totals, so the
+    maximum per type counts each token once where a sum would count it twice.
+    """
+
+    def __init__(self) -> None:
+        self._tokens = dict.fromkeys(("input", "output", "cache_read", "cache_write"), 0)
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(**self._tokens)
+
+    def count(self, event: dict[str, Any]) -> None:
+        """Read a Message, a stream event, or a chunk carrying the invocation metrics."""
+        message = event.get("message")
+        for usage in (event.get("usage"), message.get("usage") if isinstance(message, dict) else None):
+            if isinstance(usage, dict):
+                self._take(usage, _USAGE_FIELDS)
+        metrics = event.get(_METRICS)
+        if isinstance(metrics, dict):
+            self._take(metrics, _METRIC_FIELDS)
+
+    def _take(self, source: dict[str, Any], fields: dict[str, str]) -> None:
+        for field, token_type in fields.items():
+            value = source.get(field)
+            if isinstance(value, int) and not isinstance(value, bool) and value > self._tokens[token_type]:
+                self._tokens[token_type] = value
 
 
 def read_response(raw: bytes) -> Usage:
     """Usage of a successful InvokeModel answer, which is passed on unchanged."""
+    counter = UsageCounter()
     try:
         message = json.loads(raw)
-    except ValueError:
-        return Usage()
-    return usage_of(message) if isinstance(message, dict) else Usage()
+    except (ValueError, RecursionError):
+        return counter.usage
+    if isinstance(message, dict):
+        counter.count(message)
+    return counter.usage

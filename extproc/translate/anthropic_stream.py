@@ -20,48 +20,18 @@ silently cut answer.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from ..bedrock.errors import from_stream_exception
 from ..bedrock.eventstream import Decoder, EventStreamError, Frame, chunk_event, exception_message
 from ..errors import Api, GatewayError, Kind
 from ..usage import Usage
+from .anthropic_invoke import UsageCounter
 
 _METRICS = "amazon-bedrock-invocationMetrics"
-# Anthropic usage field → our token type; and the same from Bedrock's invocation metrics.
-_USAGE_FIELDS = {"input_tokens": "input", "output_tokens": "output",
-                 "cache_read_input_tokens": "cache_read", "cache_creation_input_tokens": "cache_write"}
-_METRIC_FIELDS = {"inputTokenCount": "input", "outputTokenCount": "output",
-                  "cacheReadInputTokenCount": "cache_read", "cacheWriteInputTokenCount": "cache_write"}
 
 
 def sse(event: str, data: bytes) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
-
-
-class StreamUsage:
-    """Token counts of one Anthropic stream: the largest value each type was reported with."""
-
-    def __init__(self) -> None:
-        self._tokens = dict.fromkeys(("input", "output", "cache_read", "cache_write"), 0)
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(**self._tokens)
-
-    def count(self, event: dict[str, Any]) -> None:
-        usage = event.get("usage") or (event.get("message") or {}).get("usage")
-        if isinstance(usage, dict):
-            self._take(usage, _USAGE_FIELDS)
-        metrics = event.get(_METRICS)
-        if isinstance(metrics, dict):
-            self._take(metrics, _METRIC_FIELDS)
-
-    def _take(self, source: dict[str, Any], fields: dict[str, str]) -> None:
-        for field, token_type in fields.items():
-            value = source.get(field)
-            if isinstance(value, int) and value > self._tokens[token_type]:
-                self._tokens[token_type] = value
 
 
 class InvokeStreamToSSE:
@@ -69,7 +39,7 @@ class InvokeStreamToSSE:
 
     def __init__(self) -> None:
         self._decoder = Decoder()
-        self._usage = StreamUsage()
+        self._usage = UsageCounter()
         self.complete = False
         self.error: str | None = None
         self._finished = False
@@ -79,7 +49,7 @@ class InvokeStreamToSSE:
         return self._usage.usage
 
     def feed(self, chunk: bytes) -> bytes:
-        if self.error or self.complete:
+        if self.error is not None or self.complete:
             return b""
         try:
             frames = self._decoder.feed(chunk)
@@ -92,7 +62,7 @@ class InvokeStreamToSSE:
         if self._finished:
             return b""
         self._finished = True
-        if self.complete or self.error:
+        if self.complete or self.error is not None:
             return b""
         return self._fail(GatewayError(502, Kind.UPSTREAM, "Bedrock's stream ended before the answer was complete"),
                           "stream_truncated")
@@ -100,10 +70,10 @@ class InvokeStreamToSSE:
     def _events(self, frames: list[Frame]) -> bytes:
         out = bytearray()
         for frame in frames:
-            if self.error or self.complete:
+            if self.error is not None or self.complete:
                 break
             if frame.message_type != "event":
-                name = frame.exception_type or frame.message_type
+                name = frame.exception_type or frame.message_type or "stream_error"
                 out += self._fail(from_stream_exception(name, exception_message(frame)), name)
                 break
             if frame.event_type != "chunk":
@@ -111,8 +81,8 @@ class InvokeStreamToSSE:
             try:
                 raw = chunk_event(frame)
                 event = json.loads(raw)
-                kind = event["type"]
-            except (EventStreamError, ValueError, KeyError, TypeError) as exc:
+                kind = str(event["type"])
+            except (EventStreamError, ValueError, KeyError, TypeError, RecursionError) as exc:
                 out += self._fail(GatewayError(502, Kind.UPSTREAM, f"unreadable stream event from Bedrock: {exc}"),
                                   "stream_corrupt")
                 break

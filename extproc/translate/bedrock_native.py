@@ -14,7 +14,9 @@ from typing import Any
 
 from ..bedrock.eventstream import Decoder, EventStreamError, chunk_event
 from ..usage import Usage
-from .anthropic_stream import StreamUsage
+from .anthropic_invoke import UsageCounter
+
+_METRICS = "amazon-bedrock-invocationMetrics"
 from .openai_converse import converse_usage
 
 
@@ -24,12 +26,12 @@ def answer_usage(action: str, anthropic_body: bool, headers: dict[str, str], bod
         return Usage()  # counting tokens consumes none
     try:
         answer: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         answer = None
     if action == "converse" and isinstance(answer, dict):
         return converse_usage(answer.get("usage"))
     if anthropic_body and isinstance(answer, dict) and isinstance(answer.get("usage"), dict):
-        usage = StreamUsage()
+        usage = UsageCounter()
         usage.count(answer)
         return usage.usage
     # Other models' InvokeModel bodies differ; Bedrock's headers count for all of them.
@@ -51,7 +53,7 @@ class EventStreamMeter:
     def __init__(self, action: str) -> None:
         self._converse = action == "converse-stream"
         self._decoder = Decoder()
-        self._anthropic = StreamUsage()
+        self._anthropic = UsageCounter()
         self._converse_usage = Usage()
         self.complete = False
         self.error: str | None = None
@@ -69,7 +71,7 @@ class EventStreamMeter:
             frames, self.error = exc.frames, "stream_corrupt"
         for frame in frames:
             if frame.message_type != "event":
-                self.error = frame.exception_type or frame.message_type
+                self.error = frame.exception_type or frame.message_type or "stream_error"
                 break
             try:
                 if self._converse:
@@ -79,8 +81,9 @@ class EventStreamMeter:
                 elif frame.event_type == "chunk":
                     event = json.loads(chunk_event(frame))
                     self._anthropic.count(event)
-                    self.complete = self.complete or event.get("type") == "message_stop"
-            except (EventStreamError, ValueError, AttributeError):
+                    # Claude ends with message_stop; every model's last chunk carries the metrics.
+                    self.complete = self.complete or event.get("type") == "message_stop" or _METRICS in event
+            except (EventStreamError, ValueError, AttributeError, RecursionError):
                 self.error = "stream_corrupt"
                 break
         return b""

@@ -96,6 +96,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import jsonwire
 from ..errors import GatewayError, Kind, invalid
 from ..usage import Usage
 
@@ -149,6 +150,17 @@ class ChatRequest:
     """The Converse body built while validating, so images are not decoded twice."""
 
 
+def for_answer(request: ChatRequest) -> ChatRequest:
+    """What reading the answer needs of ``request`` (its JSON mode), without the prompt.
+
+    The gateway keeps this while the answer streams, so a 30 MB prompt is not
+    held in memory for the minutes an answer can take.
+    """
+    kept = {"response_format": request.body["response_format"]} if "response_format" in request.body else {}
+    return ChatRequest(model=request.model, stream=request.stream, include_usage=request.include_usage,
+                       user=request.user, body=kept)
+
+
 # -- request ---------------------------------------------------------------
 
 
@@ -158,7 +170,7 @@ def parse_request(raw: bytes) -> ChatRequest:
     The whole translation runs here (its result is kept on the request), so
     a bad message deep in the history is refused before any upstream call.
     """
-    body = _load_json(raw, "request body")
+    body = jsonwire.load(raw, "request body")
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object")
     model = body.get("model")
@@ -201,7 +213,7 @@ def to_converse_body(request: ChatRequest, *, max_temperature: float = 1.0) -> b
             f"temperature: must be between 0 and {max_temperature:g} for this model (got {temperature:g})",
             param="temperature",
         )
-    return _dumps(converse)
+    return jsonwire.dumps(converse)
 
 
 def _translate(body: dict[str, Any]) -> dict[str, Any]:
@@ -656,7 +668,7 @@ def _assistant_blocks(message: dict[str, Any], p: str) -> list[dict[str, Any]]:
             raise invalid(f"{q}.function.arguments: must be a string holding a JSON object",
                           param=f"{q}.function.arguments")
         try:
-            tool_input = _load_json(arguments, "arguments") if arguments.strip() else {}
+            tool_input = jsonwire.load(arguments, "arguments") if arguments.strip() else {}
         except GatewayError:
             tool_input = None
         if not isinstance(tool_input, dict):
@@ -716,7 +728,7 @@ def from_converse_response(
         "choices": [{"index": 0, "message": reply, "finish_reason": finish_reason, "logprobs": None}],
         "usage": openai_usage(usage),
     }
-    return _dumps(completion), usage
+    return jsonwire.dumps(completion), usage
 
 
 def converse_usage(usage: Any) -> Usage:
@@ -738,11 +750,6 @@ def openai_usage(usage: Usage) -> dict[str, Any]:
 def json_tool_name(request: ChatRequest) -> str | None:
     """The forced tool's name when the request's ``response_format`` asks for JSON, else None."""
     return _json_tool_name(request.body)
-
-
-def compact_json(value: Any) -> bytes:
-    """Compact UTF-8 JSON, as every body of this module is written."""
-    return _dumps(value)
 
 
 def _read_answer(raw: bytes) -> tuple[dict[str, Any], list[Any]]:
@@ -791,26 +798,6 @@ def _json_tool_name(body: dict[str, Any]) -> str | None:
 
 
 # -- helpers ---------------------------------------------------------------
-
-
-def _load_json(raw: bytes | str, what: str) -> Any:
-    """Parse JSON, refusing NaN and Infinity (not JSON, and Bedrock would choke on them)."""
-
-    def refuse(constant: str) -> Any:
-        raise ValueError(f"{constant} is not a JSON value")
-
-    try:
-        return json.loads(raw, parse_constant=refuse)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise invalid(f"{what} is not valid JSON: {exc}") from None
-
-
-def _dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON; an unpaired surrogate (valid in JSON text, not in UTF-8) stays escaped."""
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _is_int(value: Any) -> bool:

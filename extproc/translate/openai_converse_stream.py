@@ -57,7 +57,8 @@ from ..bedrock.errors import from_stream_exception
 from ..bedrock.eventstream import Decoder, EventStreamError, Frame, exception_message
 from ..errors import Api, GatewayError, Kind
 from ..usage import Usage
-from .openai_converse import FINISH_REASONS, ChatRequest, compact_json, converse_usage, json_tool_name, openai_usage
+from .. import jsonwire
+from .openai_converse import FINISH_REASONS, ChatRequest, converse_usage, json_tool_name, openai_usage
 
 __all__ = ["ConverseStreamToChunks", "CORRUPT", "TRUNCATED"]
 
@@ -100,9 +101,9 @@ class ConverseStreamToChunks:
         self._decoder = Decoder()
         # Every chunk starts alike: its envelope is encoded once.
         self._head = b"".join((
-            b'data: {"id":', compact_json(completion_id),
-            b',"object":"chat.completion.chunk","created":', compact_json(created),
-            b',"model":', compact_json(model),
+            b'data: {"id":', jsonwire.dumps(completion_id),
+            b',"object":"chat.completion.chunk","created":', jsonwire.dumps(created),
+            b',"model":', jsonwire.dumps(model),
             b',"choices":',
         ))
         self._started = False  # the role chunk was sent
@@ -210,7 +211,7 @@ class ConverseStreamToChunks:
         self._start(out)
         delta = {"tool_calls": [{"index": call, "id": use.get("toolUseId"), "type": "function",
                                  "function": {"name": name, "arguments": ""}}]}
-        out.append(self._chunk(compact_json(delta)))
+        out.append(self._chunk(jsonwire.dumps(delta)))
 
     def _block_delta(self, payload: dict[str, Any], out: list[bytes]) -> None:
         if self._stopped:
@@ -238,7 +239,7 @@ class ConverseStreamToChunks:
         call = self._calls.get(index) if isinstance(index, int) else None
         if call is not None:
             out.append(self._chunk(b'{"tool_calls":[{"index":%d,"function":{"arguments":%s}}]}'
-                                   % (call, compact_json(fragment))))
+                                   % (call, jsonwire.dumps(fragment))))
 
     def _message_stop(self, payload: dict[str, Any], out: list[bytes]) -> None:
         if self._stopped:
@@ -252,7 +253,7 @@ class ConverseStreamToChunks:
         if reason == "tool_calls" and not self._calls:
             reason = "stop"  # the forced JSON tool answered: for the client that is the answer itself
         self._start(out)
-        out.append(b"".join((self._head, _OPEN_CHOICE, b'{},"finish_reason":', compact_json(reason),
+        out.append(b"".join((self._head, _OPEN_CHOICE, b'{},"finish_reason":', jsonwire.dumps(reason),
                              b',"logprobs":null}]}\n\n')))
         if self._have_metadata:
             self._end(out)
@@ -278,18 +279,18 @@ class ConverseStreamToChunks:
 
     def _content(self, text: str, out: list[bytes]) -> None:
         self._start(out)
-        out.append(self._chunk(b'{"content":%s}' % compact_json(text)))
+        out.append(self._chunk(b'{"content":%s}' % jsonwire.dumps(text)))
 
     def _end(self, out: list[bytes]) -> None:
         if self._include_usage:
-            out.append(b"".join((self._head, b'[],"usage":', compact_json(openai_usage(self.usage)), b"}\n\n")))
+            out.append(b"".join((self._head, b'[],"usage":', jsonwire.dumps(openai_usage(self.usage)), b"}\n\n")))
         out.append(_DONE)
         self._ended = True
         self.complete = True
 
     def _fail(self, out: list[bytes], error: GatewayError) -> None:
         _status, _headers, body = error.render(Api.OPENAI)
-        out.append(b"data: " + compact_json(json.loads(body)) + b"\n\n")
+        out.append(b"data: " + jsonwire.dumps(json.loads(body)) + b"\n\n")
         self._ended = True
         self.error = error.code or CORRUPT
         self._held_text.clear()

@@ -81,6 +81,10 @@ def test_sigterm_drains_in_flight_requests_then_exits(make_stack: Callable[..., 
     time.sleep(0.7)  # the requests are now waiting on the emulator
     extproc = stack.processes["extproc"].popen
     extproc.send_signal(signal.SIGTERM)
+    # During the drain delay a request that still arrives (the load balancer has not noticed yet) is served.
+    late = httpx.post(f"{stack.url}/v1/messages", headers={"x-api-key": keys.alpha},
+                      json={"model": "haiku", "max_tokens": 5, "messages": [{"role": "user", "content": "late"}]})
+    assert late.status_code == 200
     _wait_status(f"{stack.url}/health", 503, timeout=5)  # no longer serving: load balancers stop sending
 
     for thread in threads:

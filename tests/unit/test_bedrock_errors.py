@@ -54,7 +54,8 @@ def test_non_json_answer_from_the_path_to_bedrock() -> None:
     error = from_upstream(503, {"content-type": "text/plain"}, b"upstream connect error or disconnect/reset")
     status, _, body = error.render(Api.OPENAI)
     assert status == 503
-    assert json.loads(body)["error"]["message"].startswith("upstream connect error")
+    assert json.loads(body)["error"]["message"] == (
+        "the gateway could not get an answer from Bedrock: upstream connect error or disconnect/reset")
 
 
 def test_shapes_for_each_api() -> None:

@@ -127,3 +127,13 @@ def test_envoy_local_replies_pass_through(gateway: Gateway) -> None:
     gateway.request_headers(state, _headers(**{"x-api-key": KEY}), end_of_stream=False)
     assert gateway.response_headers(state, {":status": "413"}, False) == Forward()
     assert gateway.response_body(state, b'{"error": "too large"}') == Forward()
+
+
+def test_a_translation_that_outgrows_the_upstream_limit_is_a_clear_413(gateway: Gateway) -> None:
+    state = RequestState()
+    gateway.request_headers(state, _headers(**{"x-api-key": KEY, ":path": "/v1/messages/count_tokens"}), False)
+    text = "x" * (25 * 1024 * 1024)  # base64 in CountTokens makes this ~33 MiB
+    result = gateway.request_body(state, json.dumps({"model": "haiku", "messages": [
+        {"role": "user", "content": text}]}).encode())
+    assert isinstance(result, Reply) and result.status == 413
+    assert "32 MiB" in json.loads(result.body)["error"]["message"]
