@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Real clients the tests drive (Claude Code), pinned in tests/clients/package-lock.json.
+CLIENTS := tests/clients
+CLIENTS_STAMP := $(CLIENTS)/node_modules/.installed
 
-.PHONY: run test bench setup clean
+.PHONY: run test bench setup clients clean
 
 setup: $(STAMP)
 
@@ -14,14 +17,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+clients: $(CLIENTS_STAMP)
+
+$(CLIENTS_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js and npm (Debian: apt-get install nodejs npm; .ci/run does)" >&2; exit 1; }
+	cd $(CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
+	$(CLIENTS)/node_modules/.bin/claude --version
+	touch $@
+
 run: $(STAMP)
 	$(BIN)/python -m devstack
 
-test: $(STAMP)
+test: $(STAMP) $(CLIENTS_STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	@$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache $(CLIENTS)/node_modules
