@@ -8,6 +8,14 @@ grpc.aio server, same channel options, same health service (Envoy's active
 gRPC health check gates ``/health``), and an empty response of the matching
 type built for every phase, as any processor has to.
 
+Streamed answers are compared STREAMED against STREAMED: like the gateway,
+the no-op answers the response headers of an event stream
+(``application/vnd.amazon.eventstream``) with ``mode_override``
+``response_body_mode: STREAMED``, so that Envoy then sends it one message per
+body chunk as it arrives (each answered with an empty BodyResponse) instead of
+buffering the whole body. That is the one look it takes at anything: the
+``content-type`` response header.
+
 Run: ``python -m bench.noop_extproc --listen 127.0.0.1:50061``; SIGTERM or
 SIGINT stops it.
 """
@@ -21,6 +29,7 @@ import signal
 from collections.abc import AsyncIterator
 
 import grpc
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,6 +38,8 @@ from grpc_health.v1.health import aio as health_aio
 from extproc.server import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("bench.noop_extproc")
+
+EVENT_STREAM = b"application/vnd.amazon.eventstream"
 
 
 def empty_response(phase: str | None) -> pb.ProcessingResponse:
@@ -42,12 +53,24 @@ def empty_response(phase: str | None) -> pb.ProcessingResponse:
     raise ValueError(f"unknown ext_proc phase {phase!r}")
 
 
+def is_event_stream(message: pb.HttpHeaders) -> bool:
+    """Whether response headers announce an AWS event stream (Envoy sends header names in lowercase)."""
+    for header in message.headers.headers:
+        if header.key == "content-type":
+            return (header.raw_value or header.value.encode()).startswith(EVENT_STREAM)
+    return False
+
+
 class NoopProcessor(pb_grpc.ExternalProcessorServicer):
     async def Process(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
         async for request in request_iterator:
-            yield empty_response(request.WhichOneof("request"))
+            phase = request.WhichOneof("request")
+            response = empty_response(phase)
+            if phase == "response_headers" and is_event_stream(request.response_headers):
+                response.mode_override.response_body_mode = ProcessingMode.STREAMED
+            yield response
 
 
 async def serve(listen: str) -> None:

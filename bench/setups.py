@@ -28,7 +28,7 @@ import yaml
 from devstack import Ports, Stack, envoy_config
 from extproc.keys import mint_key
 
-from .payload import HttpRequest, anthropic_request, signed_invoke
+from .payload import HttpRequest, Workload
 
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 
@@ -39,12 +39,21 @@ class Setup:
     """``a``, ``b`` or ``c``."""
     label: str
     stack: Stack
-    request: Callable[[], HttpRequest]
-    """The request wrk sends, made anew for each run (signatures expire)."""
+    request: Callable[[Workload], HttpRequest]
+    """What this set-up's client sends for a workload; made anew for each run (signatures expire)."""
 
     @property
     def url(self) -> str:
         return self.stack.url
+
+    def pid(self, role: str) -> int | None:
+        """The process id of this set-up's ``envoy``, ``extproc`` (the gateway's or the no-op) or ``emulator``."""
+        names = {"envoy": ["envoy"], "extproc": ["extproc", "noop-extproc"], "emulator": ["emulator"]}[role]
+        for name in names:
+            process = self.stack.processes.get(name)
+            if process is not None:
+                return process.popen.pid
+        return None
 
 
 def without_ext_proc(config: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +121,7 @@ def start_gateway(workdir: Path, cleanup: contextlib.ExitStack) -> Setup:
     stack = Stack(workdir=workdir, ports=Ports.free(), env={"GATEWAY_KEYS_FILE": str(keys_file), "GATEWAY_CONFIG": None})
     cleanup.callback(stack.stop)
     stack.start()  # stops what it started and shows the logs if it fails
-    return Setup("c", "(c) gateway", stack, lambda: anthropic_request(api_key))
+    return Setup("c", "(c) gateway", stack, lambda workload: workload.gateway_request(api_key))
 
 
 def start_noop(workdir: Path, emulator_authority: str, cleanup: contextlib.ExitStack) -> Setup:
@@ -123,7 +132,7 @@ def start_noop(workdir: Path, emulator_authority: str, cleanup: contextlib.ExitS
                     [sys.executable, "-m", "bench.noop_extproc", "--listen", f"127.0.0.1:{stack.ports.extproc}"])
         stack.start_envoy()
         stack.wait_healthy()  # only once Envoy's gRPC health check has seen the no-op SERVING
-    return Setup("b", "(b) envoy + no-op ext_proc", stack, lambda: signed_invoke(emulator_authority))
+    return Setup("b", "(b) envoy + no-op ext_proc", stack, lambda workload: workload.signed(emulator_authority))
 
 
 def start_direct(workdir: Path, emulator_authority: str, cleanup: contextlib.ExitStack) -> Setup:
@@ -132,7 +141,7 @@ def start_direct(workdir: Path, emulator_authority: str, cleanup: contextlib.Exi
     with _starting(stack, "(a)", cleanup):
         stack.start_envoy(direct_envoy_config(stack.ports, workdir))
         stack.wait_healthy()
-    return Setup("a", "(a) envoy → emulator", stack, lambda: signed_invoke(emulator_authority))
+    return Setup("a", "(a) envoy → emulator", stack, lambda workload: workload.signed(emulator_authority))
 
 
 @contextlib.contextmanager
