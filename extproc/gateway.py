@@ -353,7 +353,6 @@ class Gateway:
                     and error.code not in bedrock_errors.GATEWAY_CREDENTIAL_ERRORS):
                 # Already in Bedrock's shape, which boto3 and Claude Code parse: pass it on untouched.
                 state.error = f"upstream {error.kind.value}: {error.code or status}"
-                self.finish(state)
                 return Forward()
             return self.reject(state, error, upstream=True)
         result = Forward()
@@ -378,7 +377,6 @@ class Gateway:
                 return self.reject(state, exc, upstream=True)
             result = Forward(set_headers=[("content-length", str(len(translated))),
                                           ("content-type", "application/json")], body=translated)
-        self.finish(state)
         return result
 
     def _stream_chunk(self, state: RequestState, stream: StreamTranslator, body: bytes, end: bool) -> Forward:
@@ -389,7 +387,6 @@ class Gateway:
         if end:
             out += stream.finish()
             state.response_done = True
-            self.finish(state)
         return Forward() if stream.relays else Forward(body=out)
 
     # -- endings -------------------------------------------------------------
@@ -397,7 +394,6 @@ class Gateway:
                content_type: str | None = "application/json") -> Reply:
         """Answer the client from the gateway itself (no upstream call)."""
         state.status = status
-        self.finish(state)
         return Reply(status, [("content-type", content_type)] if content_type else [], body)
 
     def reject(self, state: RequestState, error: GatewayError, upstream: bool = False) -> Reply:
@@ -407,11 +403,14 @@ class Gateway:
         if error.status >= 500:
             log.warning("request failed", extra={"request_id": state.request_id, "error": str(error)})
         status, headers, body = error.render(state.route.api)
-        self.finish(state)
         return Reply(status, headers, body)
 
     def finish(self, state: RequestState) -> None:
-        """Log and count a request exactly once, however it ended."""
+        """Log and count a request exactly once, however it ended.
+
+        The server calls this when the request's ext_proc stream closes, after
+        the last answer went to Envoy, so the record costs the client nothing.
+        """
         if state.finished or not state.request_id:
             return
         state.finished = True

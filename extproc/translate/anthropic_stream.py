@@ -20,6 +20,7 @@ silently cut answer.
 from __future__ import annotations
 
 import json
+import re
 
 from ..bedrock.errors import from_stream_exception
 from ..bedrock.eventstream import Decoder, EventStreamError, Frame, chunk_event, exception_message
@@ -28,6 +29,8 @@ from ..usage import Usage
 from .anthropic_invoke import UsageCounter
 
 _METRICS = "amazon-bedrock-invocationMetrics"
+# Events that carry no usage, recognised by their leading "type" (parsed normally otherwise).
+_DELTA = re.compile(rb'\{\s*"type"\s*:\s*"(content_block_delta|content_block_start|content_block_stop|ping)"')
 
 
 def sse(event: str, data: bytes) -> bytes:
@@ -80,6 +83,11 @@ class InvokeStreamToSSE:
                 continue
             try:
                 raw = chunk_event(frame)
+                # Most events are deltas, which carry no usage: relay them without parsing.
+                delta = _DELTA.match(raw)
+                if delta is not None:
+                    out += sse(delta.group(1).decode(), raw)
+                    continue
                 event = json.loads(raw)
                 kind = str(event["type"])
             except (EventStreamError, ValueError, KeyError, TypeError, RecursionError) as exc:
