@@ -26,43 +26,13 @@ from bedrock_emulator.sigv4_verify import (
     string_to_sign,
 )
 
-from .emulator_support import SHARED_TESTDATA
-
-SUITE = SHARED_TESTDATA / "aws-sigv4-test-suite"
+from tests.sigv4_suite import normalizing_cases, parse_request
 
 
-def parse_raw_request(text: str) -> tuple[str, str, list[tuple[str, str]], bytes]:
-    """A request.txt of the AWS suite: request line, headers (with folded lines), blank line, body."""
-    head, _, body = text.partition("\n\n")
-    lines = head.split("\n")
-    method, rest = lines[0].split(" ", 1)
-    target = rest.rsplit(" ", 1)[0]
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            name, value = headers[-1]
-            headers[-1] = (name, f"{value} {line.strip()}")
-        else:
-            name, _, value = line.partition(":")
-            headers.append((name, value))
-    return method, target, headers, body.encode()
-
-
-def suite_cases() -> list[Path]:
-    if not SUITE.exists():
-        return []
-    return sorted(
-        p
-        for p in SUITE.iterdir()
-        if (p / "context.json").exists() and json.loads((p / "context.json").read_text())["normalize"]
-    )
-
-
-@pytest.mark.skipif(not SUITE.exists(), reason=f"shared test data not present: {SUITE}")
-@pytest.mark.parametrize("case", suite_cases(), ids=lambda p: p.name)
+@pytest.mark.parametrize("case", normalizing_cases(), ids=lambda p: p.name)
 def test_aws_sigv4_test_suite(case: Path) -> None:
     context = json.loads((case / "context.json").read_text())
-    method, target, headers, body = parse_raw_request((case / "header-signed-request.txt").read_text())
+    method, target, headers, body = parse_request((case / "header-signed-request.txt").read_text())
     wire = WireRequest(method, target, headers, hashlib.sha256(body).hexdigest())
     auth = parse_authorization(wire.header_values("authorization")[0])
     amz_date = wire.header_values("x-amz-date")[0]
@@ -86,10 +56,8 @@ def test_aws_sigv4_test_suite(case: Path) -> None:
         assert verifier.verify(wire, now) == creds["access_key_id"]
 
 
-def test_the_suite_is_really_there_in_ci() -> None:
-    if not SUITE.exists():
-        pytest.skip(f"shared test data not present: {SUITE}")
-    assert len(suite_cases()) >= 25
+def test_the_suite_is_really_there() -> None:
+    assert len(normalizing_cases()) >= 25
 
 
 # -- against botocore's signer, on inputs hypothesis makes up --------------------------------------

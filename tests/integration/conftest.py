@@ -7,6 +7,7 @@ start their own with :func:`make_stack`.
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -92,3 +93,24 @@ def emulator(stack: Stack) -> Emulator:
     emulator = Emulator(stack.emulator_url)
     emulator.clear()
     return emulator
+
+
+def request_records(stack: Stack) -> list[dict]:
+    """The extproc's per-request records (JSON log lines with ``"msg": "request"``), oldest first."""
+    lines = stack.processes["extproc"].log.read_text().splitlines()
+    return [r for r in (json.loads(line) for line in lines if line.startswith("{")) if r["msg"] == "request"]
+
+
+def wait_for_records(stack: Stack, match: Callable[[dict], bool], timeout: float = 10.0) -> list[dict]:
+    """Records matching ``match``, waiting for the first (they are written when a request's stream closes)."""
+    deadline = time.monotonic() + timeout
+    while not (found := [r for r in request_records(stack) if match(r)]):
+        assert time.monotonic() < deadline, "no matching request record was written"
+        time.sleep(0.1)
+    return found
+
+
+def record_of(stack: Stack, request_id: str) -> dict:
+    """The one record of a request (there must be exactly one)."""
+    (record,) = wait_for_records(stack, lambda r: r["request_id"] == request_id)
+    return record

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import anthropic
 import boto3
@@ -13,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError, EventStreamError
 
 from devstack import EMULATOR_ACCESS_KEY_ID, Stack
-from tests.integration.conftest import Emulator, Keys
+from tests.integration.conftest import Emulator, Keys, wait_for_records
 
 HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 HAIKU_BASE = "anthropic.claude-haiku-4-5-20251001-v1:0"
@@ -32,17 +31,8 @@ def runtime(stack: Stack, key: str, prefix: str = "") -> object:
     return client
 
 
-def records(stack: Stack) -> list[dict]:
-    lines = stack.processes["extproc"].log.read_text().splitlines()
-    return [r for r in (json.loads(line) for line in lines if line.startswith("{")) if r["msg"] == "request"]
-
-
 def last_record(stack: Stack, route: str) -> dict:
-    deadline = time.monotonic() + 5
-    while not (found := [r for r in records(stack) if r["route"] == route]):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    return found[-1]
+    return wait_for_records(stack, lambda r: r["route"] == route)[-1]
 
 
 def signed_by_gateway(emulator: Emulator) -> dict:

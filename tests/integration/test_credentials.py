@@ -104,7 +104,7 @@ def test_ecs_container_credentials_are_used_and_rotation_is_picked_up(
     assert ask()["access_key_id"] == CRED_A["access_key_id"]
     container_credentials.current = CRED_B
     deadline = time.monotonic() + 15
-    while (seen := ask())["access_key_id"] != CRED_B["access_key_id"]:
+    while ask()["access_key_id"] != CRED_B["access_key_id"]:
         assert time.monotonic() < deadline, "the gateway never picked up the rotated credentials"
         time.sleep(0.2)
     assert container_credentials.calls >= 2

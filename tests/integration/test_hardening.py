@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 
 import boto3
@@ -13,24 +12,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from devstack import Stack
-from tests.integration.conftest import Emulator, Keys
+from tests.integration.conftest import Emulator, Keys, wait_for_records
 
 HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 MESSAGE = {"model": "haiku", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
-
-
-def records(stack: Stack) -> list[dict]:
-    lines = stack.processes["extproc"].log.read_text().splitlines()
-    return [r for r in (json.loads(line) for line in lines if line.startswith("{")) if r["msg"] == "request"]
-
-
-def record_of(stack: Stack, request_id: str) -> dict:
-    deadline = time.monotonic() + 10
-    while not (found := [r for r in records(stack) if r["request_id"] == request_id]):
-        assert time.monotonic() < deadline, f"no record for {request_id}"
-        time.sleep(0.1)
-    (record,) = found
-    return record
 
 
 def test_no_envoy_or_routing_header_reaches_bedrock(stack: Stack, emulator: Emulator, keys: Keys) -> None:
@@ -90,9 +75,8 @@ def test_a_client_leaving_a_non_streaming_request_is_recorded_as_partial(
             with client.stream("POST", f"{stack.url}/v1/messages", headers={"x-api-key": keys.alpha}, json={
                 **MESSAGE, "messages": [{"role": "user", "content": "slow [[emulator:slow=2000]]"}]}) as response:
                 response.read()
-    time.sleep(2.5)
-    mine = [r for r in records(stack) if r["error"] == "client_disconnected"]
-    assert mine and mine[-1]["partial"] is True and mine[-1]["consumer"] == "alpha"
+    mine = wait_for_records(stack, lambda r: r["error"] == "client_disconnected")
+    assert mine[-1]["partial"] is True and mine[-1]["consumer"] == "alpha"
 
 
 def test_unreachable_bedrock_is_an_error_in_each_shape(make_stack: Callable[..., Stack], keys: Keys) -> None:

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from devstack import Stack
-from tests.integration.conftest import Emulator, Keys
+from tests.integration.conftest import Emulator, Keys, record_of
 
 PROMPT = "Tell me about streaming gateways please"
 
@@ -22,11 +22,6 @@ def anthropic_client(stack: Stack, keys: Keys) -> anthropic.Anthropic:
 
 def openai_client(stack: Stack, keys: Keys) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=keys.alpha, max_retries=0, timeout=30)
-
-
-def request_records(stack: Stack) -> list[dict]:
-    lines = stack.processes["extproc"].log.read_text().splitlines()
-    return [r for r in (json.loads(line) for line in lines if line.startswith("{")) if r["msg"] == "request"]
 
 
 def test_anthropic_sdk_stream(stack: Stack, emulator: Emulator, keys: Keys) -> None:
@@ -157,14 +152,10 @@ def test_usage_is_recorded_once_and_a_disconnect_is_marked_partial(stack: Stack,
         for line in response.iter_lines():
             if line.startswith("event: content_block_delta"):
                 break  # the client goes away mid-stream
-    deadline = time.monotonic() + 10
-    while not (mine := [r for r in request_records(stack) if r["request_id"] == request_id]):
-        assert time.monotonic() < deadline, "the disconnected stream left no record"
-        time.sleep(0.2)
-    (record,) = mine
+    record = record_of(stack, request_id)
     assert record["partial"] is True
     assert record["tokens"]["input"] > 0, "what was known before the disconnect is recorded"
-    (complete,) = [r for r in request_records(stack) if r["request_id"] == complete_id]  # exactly one record
+    complete = record_of(stack, complete_id)  # exactly one record
     assert complete["partial"] is False and complete["status"] == 200
     assert complete["tokens"]["input"] == final.usage.input_tokens
     assert complete["tokens"]["output"] == final.usage.output_tokens
@@ -202,9 +193,6 @@ def test_cache_tokens_are_reported_separately_on_every_path(stack: Stack, emulat
         model="haiku", messages=[{"role": "user", "content": prompt}])
     assert completion.usage.prompt_tokens_details.cached_tokens == 1000
     assert completion.usage.prompt_tokens >= 1200
-    deadline = time.monotonic() + 5
-    while not (mine := [r for r in request_records(stack) if r["request_id"] == stream_id]):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    assert mine[0]["tokens"]["cache_read"] == 1000 and mine[0]["tokens"]["cache_write"] == 200
-    assert mine[0]["tokens"]["input"] == streamed.usage.input_tokens
+    record = record_of(stack, stream_id)
+    assert record["tokens"]["cache_read"] == 1000 and record["tokens"]["cache_write"] == 200
+    assert record["tokens"]["input"] == streamed.usage.input_tokens

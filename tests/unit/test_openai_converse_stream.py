@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionChunk
 
 from bedrock_emulator.eventstream import encode_frame, event_frame, exception_frame
-from bedrock_emulator.replies import Reply, ToolCall
+from bedrock_emulator.replies import Reply
 from bedrock_emulator.streams import Clock, converse_frames
 from extproc.translate import openai_converse
 from extproc.translate.openai_converse import ChatRequest, parse_request

@@ -18,49 +18,21 @@ import pytest
 from botocore.credentials import ReadOnlyCredentials
 
 from extproc.bedrock import sigv4
-from tests.paths import SIGV4_SUITE
+from tests.sigv4_suite import normalizing_cases, parse_request
 
 # Cases that describe a signer we deliberately are not:
-NOT_APPLICABLE = {
+NOT_APPLICABLE = frozenset({
     # The session token is added *after* signing, i.e. left unsigned. We always
     # sign x-amz-security-token, which Bedrock requires (wire-formats §6).
-    "post-sts-header-after": "token left unsigned",
-}
-
-
-def _cases() -> list[Path]:
-    if not SIGV4_SUITE.is_dir():
-        pytest.fail(f"SigV4 test suite not found at {SIGV4_SUITE} (shared/ must sit beside the checkout)")
-    cases = []
-    for case in sorted(p for p in SIGV4_SUITE.iterdir() if (p / "context.json").exists()):
-        context = json.loads((case / "context.json").read_text())
-        if context.get("normalize", True) and case.name not in NOT_APPLICABLE:
-            cases.append(case)
-    return cases
-
-
-def parse_request(text: str) -> tuple[str, str, list[tuple[str, str]], bytes]:
-    """Method, raw target, header pairs (continuation lines folded) and body of request.txt."""
-    head, _, body = text.partition("\n\n")
-    request_line, *header_lines = head.split("\n")
-    method, rest = request_line.split(" ", 1)
-    target = rest.rsplit(" ", 1)[0]
-    headers: list[tuple[str, str]] = []
-    for line in filter(None, header_lines):
-        if line[:1] in (" ", "\t") and headers:
-            name, value = headers[-1]
-            headers[-1] = (name, f"{value} {line.strip()}")
-        else:
-            name, _, value = line.partition(":")
-            headers.append((name, value))
-    return method, target, headers, body.encode()
+    "post-sts-header-after",
+})
 
 
 def test_suite_is_present_and_mostly_applicable() -> None:
-    assert len(_cases()) >= 25
+    assert len(normalizing_cases(NOT_APPLICABLE)) >= 25
 
 
-@pytest.mark.parametrize("case", _cases(), ids=lambda p: p.name)
+@pytest.mark.parametrize("case", normalizing_cases(NOT_APPLICABLE), ids=lambda p: p.name)
 def test_signature_matches_suite(case: Path) -> None:
     context = json.loads((case / "context.json").read_text())
     method, target, headers, body = parse_request((case / "request.txt").read_text())
