@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -54,6 +54,67 @@ class Policy(_Strict):
     """What a consumer may do. ``models: ["*"]`` means every catalogue model."""
 
     models: tuple[str, ...] = ("*",)
+    guardrails: str = "default"
+    """The guardrail policy (``guardrail_policies``) applied to this consumer's requests and answers."""
+
+
+GuardrailAction = Literal["block", "redact", "monitor"]
+
+
+class BedrockGuardrail(_Strict):
+    """A Bedrock Guardrail attached to every upstream call of a policy."""
+
+    identifier: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+
+
+class GuardrailPolicy(_Strict):
+    """Detector → action, plus limits. Detectors not listed are off."""
+
+    detectors: dict[str, GuardrailAction] = Field(default_factory=dict)
+    deny_keywords: tuple[str, ...] = ()
+    deny_patterns: tuple[str, ...] = ()
+    injection_threshold: float = Field(0.5, gt=0, le=1)
+    card_style: Literal["placeholder", "last4"] = "placeholder"
+    max_prompt_chars: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+    bedrock_guardrail: BedrockGuardrail | None = None
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, value: dict[str, str]) -> dict[str, str]:
+        from .guardrails.detectors import DETECTORS
+
+        unknown = sorted(set(value) - set(DETECTORS))
+        if unknown:
+            raise ValueError(f"unknown detectors {unknown}; known: {', '.join(DETECTORS)}")
+        return value
+
+    @field_validator("deny_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"deny pattern {pattern!r} is not a valid regular expression: {exc}") from None
+        return value
+
+
+def _default_guardrail_policies() -> dict[str, GuardrailPolicy]:
+    """Out of the box: card data and secrets never leave, bank and social security numbers are redacted.
+
+    Email, phone and prompt-injection detection are opt-in per policy: support
+    conversations legitimately carry contact details, and the injection
+    heuristic costs the most per KB (README "Guardrails" has the numbers).
+    """
+    return {
+        "default": GuardrailPolicy(detectors={
+            "card": "block", "card_security": "block",
+            "private_key": "block", "aws_secret_key": "block", "aws_access_key": "block", "api_token": "block",
+            "iban": "redact", "ssn": "redact",
+        }),
+    }
 
 
 class Consumer(_Strict):
@@ -146,6 +207,7 @@ class GatewayConfig(_Strict):
     models: Models = Models()
     anthropic: Anthropic = Anthropic()
     policies: dict[str, Policy] = Field(default_factory=lambda: {"default": Policy()})
+    guardrail_policies: dict[str, GuardrailPolicy] = Field(default_factory=_default_guardrail_policies)
     consumers: dict[str, Consumer] = Field(default_factory=dict)
     keys_file: str | None = Field(None, description="overridden by GATEWAY_KEYS_FILE")
 
@@ -157,6 +219,8 @@ class GatewayConfig(_Strict):
             if consumer.policy not in self.policies:
                 raise ValueError(f"consumers.{name}.policy: unknown policy {consumer.policy!r}")
         for name, policy in self.policies.items():
+            if policy.guardrails not in self.guardrail_policies:
+                raise ValueError(f"policies.{name}.guardrails: unknown guardrail policy {policy.guardrails!r}")
             for model in policy.models:
                 if model != "*" and model not in self.models.catalogue:
                     raise ValueError(f"policies.{name}.models: {model!r} is not a catalogue alias")

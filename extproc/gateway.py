@@ -8,6 +8,7 @@ here knows about gRPC, which keeps every decision testable without Envoy.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ from .bedrock.sigv4 import sign
 from .config import Policy, Settings
 from . import jsonwire
 from .errors import GatewayError, Kind, invalid
+from .guardrails.enforce import Guard
 from .keys import KeyRing
 from .routes import Operation, Route, classify
 from .translate import anthropic_invoke, bedrock_native, inference_profiles, models_list, openai_converse
@@ -107,6 +109,8 @@ class RequestState:
     adjustments: anthropic_invoke.Adjustments = field(default_factory=anthropic_invoke.Adjustments)
     response_done: bool = False
     """The upstream answer was seen to its end (False when the client went away first)."""
+    guardrails: list[dict[str, object]] = field(default_factory=list)
+    """What the guardrail policy found (detector, action, JSON path, offset; never the text)."""
     session_id: str = ""
     """Claude Code's ``x-claude-code-session-id``, for logs."""
     finished: bool = False
@@ -130,6 +134,7 @@ class Gateway:
         self.keys = keys
         self.credentials = credentials
         self.catalogue = Catalogue(settings.config.models)
+        self.guards = {name: Guard(name, policy) for name, policy in settings.config.guardrail_policies.items()}
         self.endpoint = Endpoint.from_url(settings.endpoint_url)
 
     # -- phase 1 -------------------------------------------------------------
@@ -171,6 +176,7 @@ class Gateway:
     # -- phase 2 -------------------------------------------------------------
     def request_body(self, state: RequestState, body: bytes) -> Forward | Reply:
         try:
+            body = self._guard_request(state, body)
             if state.route.operation is Operation.ANTHROPIC_MESSAGES:
                 return self._anthropic_messages(state, body)
             if state.route.operation is Operation.OPENAI_CHAT:
@@ -182,6 +188,34 @@ class Gateway:
             raise GatewayError(404, Kind.NOT_FOUND, f"no route for {state.method} {state.path}")
         except GatewayError as exc:
             return self.reject(state, exc)
+
+    def _guard_request(self, state: RequestState, body: bytes) -> bytes:
+        """The consumer's guardrail policy on everything the model will read: block, redact or count.
+
+        Runs before translation, so a redacted body is what gets translated and
+        signed. A CountTokens body wraps an InvokeModel body (base64): that is
+        text sent to Bedrock too, so it is inspected inside.
+        """
+        guard = self._guard(state)
+        if not guard.active:
+            return body
+        parsed = jsonwire.load_object(body)
+        wrapped = _counted_invoke_body(parsed) if state.route.action == "count-tokens" else None
+        target = jsonwire.load_object(base64.b64decode(wrapped), "input.invokeModel.body") if wrapped else parsed
+        outcome = guard.inspect(target, request=True)
+        state.guardrails.extend(outcome.as_log())
+        for action in outcome.actions:
+            metrics.GUARDRAIL_ACTIONS.labels(state.consumer or "", guard.name, action.detector, action.action).inc()
+        if outcome.refusal is not None:
+            raise outcome.refusal
+        if not outcome.changed:
+            return body
+        if wrapped:
+            parsed["input"]["invokeModel"]["body"] = base64.b64encode(jsonwire.dumps(target)).decode("ascii")
+        return jsonwire.dumps(parsed)
+
+    def _guard(self, state: RequestState) -> Guard:
+        return self.guards[self._policy(state).guardrails]
 
     def _anthropic_messages(self, state: RequestState, body: bytes) -> Forward:
         request = anthropic_invoke.parse_request(body)
@@ -275,6 +309,16 @@ class Gateway:
         ``x-amzn-bedrock-*``), signed with the rest. When the body is the
         client's own bytes, it is not sent back to Envoy (``body_changed``).
         """
+        attached = self._guard(state).policy.bedrock_guardrail
+        action = path.rsplit("/", 1)[1]
+        if attached is not None and action.startswith("invoke"):
+            extra = [*(extra or []), ("x-amzn-bedrock-guardrailidentifier", attached.identifier),
+                     ("x-amzn-bedrock-guardrailversion", attached.version)]
+        elif attached is not None and action.startswith("converse"):
+            converse = jsonwire.load_object(body)
+            converse["guardrailConfig"] = {"guardrailIdentifier": attached.identifier,
+                                           "guardrailVersion": attached.version}
+            body, body_changed = jsonwire.dumps(converse), True
         if len(body) > MAX_UPSTREAM_BODY:
             raise GatewayError(413, Kind.TOO_LARGE, f"the request is {len(body)} bytes once translated for Bedrock; "
                                f"the gateway sends at most {MAX_UPSTREAM_BODY} (32 MiB)")
@@ -377,7 +421,28 @@ class Gateway:
                 return self.reject(state, exc, upstream=True)
             result = Forward(set_headers=[("content-length", str(len(translated))),
                                           ("content-type", "application/json")], body=translated)
+        if operation is not Operation.ANTHROPIC_COUNT_TOKENS and state.route.action != "count-tokens":
+            return self._guard_answer(state, body if result.body is None else result.body, result)
         return result
+
+    def _guard_answer(self, state: RequestState, answer: bytes, result: Forward) -> Forward:
+        """The guardrail policy on the model's answer: redacted before the client sees it."""
+        guard = self._guard(state)
+        if not guard.active:
+            return result
+        try:
+            parsed = jsonwire.load_object(answer, "Bedrock's answer")
+        except GatewayError:
+            return result
+        outcome = guard.inspect(parsed, request=False)
+        for action in outcome.actions:
+            state.guardrails.append({"detector": action.detector, "action": action.action,
+                                     "path": "answer" + action.path[1:], "offset": action.offset})
+            metrics.GUARDRAIL_ACTIONS.labels(state.consumer or "", guard.name, action.detector, action.action).inc()
+        if not outcome.changed:
+            return result
+        redacted = jsonwire.dumps(parsed)
+        return Forward(set_headers=[("content-length", str(len(redacted)))], body=redacted)
 
     def _stream_chunk(self, state: RequestState, stream: StreamTranslator, body: bytes, end: bool) -> Forward:
         """One chunk of an event-stream answer, translated; the stream's end closes the record."""
@@ -448,6 +513,7 @@ class Gateway:
                 "first_byte_ms": _ms_since(state.first_byte, state.upstream_started),
                 "user_agent": state.headers.get("user-agent", ""),
                 "session_id": state.session_id,
+                **({"guardrails": state.guardrails} if state.guardrails else {}),
                 **state.adjustments.as_log(),
             },
         )
@@ -465,3 +531,11 @@ def _ms_since(start: float | None, origin: float | None = None) -> float | None:
 def _model_path(model_id: str, action: str) -> str:
     """``/model/{id}/{action}`` with the ID encoded once (``:`` → ``%3A``), as boto3 sends it."""
     return f"/model/{quote(model_id, safe='')}/{action}"
+
+
+def _counted_invoke_body(body: dict[str, object]) -> str | None:
+    """The base64 InvokeModel body inside a CountTokens request, if that is its form."""
+    given = body.get("input")
+    invoke = given.get("invokeModel") if isinstance(given, dict) else None
+    wrapped = invoke.get("body") if isinstance(invoke, dict) else None
+    return wrapped if isinstance(wrapped, str) else None

@@ -20,3 +20,7 @@ TOKENS = Counter(
 AUTH_FAILURES = Counter(
     "gateway_auth_failures", "Requests refused for a missing or unknown API key", ["route", "reason"]
 )
+GUARDRAIL_ACTIONS = Counter(
+    "gateway_guardrail_actions", "Guardrail findings acted on, by consumer, policy, detector and action",
+    ["consumer", "policy", "detector", "action"],
+)

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 from envoy.config.core.v3.base_pb2 import HeaderValueOption
+from google.protobuf.duration_pb2 import Duration
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
@@ -34,7 +35,10 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Above Envoy's 32 MiB request buffer (envoy.yaml), so Envoy's 413 is what a client meets first."""
 
 OFFLOAD_BYTES = 256 * 1024
-"""Request bodies above this are handled on a worker thread."""
+"""Request bodies above this are handled on a worker thread, with a longer message timeout."""
+
+_MORE_TIME = pb.ProcessingResponse(override_message_timeout=Duration(seconds=60))
+"""Envoy caps it at ``max_message_timeout`` in envoy.yaml."""
 
 _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -115,8 +119,11 @@ class Processor(pb_grpc.ExternalProcessorServicer):
                 phase = request.WhichOneof("request")
                 try:
                     if phase == "request_body" and len(request.request_body.body) > OFFLOAD_BYTES:
-                        # Parsing, translating and signing megabytes takes a while: do it on a
-                        # thread so the loop keeps serving health checks and other requests.
+                        # Parsing, inspecting, translating and signing megabytes takes a while:
+                        # ask Envoy for more time for this one message (up to its
+                        # max_message_timeout), and work on a thread so the loop keeps
+                        # serving health checks and other requests meanwhile.
+                        yield _MORE_TIME
                         result = await asyncio.to_thread(self._decide, state, phase, request)
                     else:
                         result = self._decide(state, phase, request)
