@@ -100,10 +100,10 @@ def compose(prompt: Prompt, model_key: str, found: markers.Markers = markers.Mar
         tool_call = ToolCall(tool.name, sample_value(tool.input_schema), _identifier(digest, model_key, tool.name))
     else:
         text = f"Emulated reply to: {snippet} (a deterministic answer from the Bedrock emulator)"
-    if found.words:
-        text += "".join(f" word{i}" for i in range(found.words))
     if found.card:
         text += " The card on file is 4111 1111 1111 1111."  # a well-known test number, for answer guardrails
+    if found.words:
+        text += "".join(f" word{i}" for i in range(found.words))
 
     stop_reason = "tool_use" if tool_call else "end_turn"
     stop_sequence = None

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import quote
 
@@ -25,7 +26,7 @@ from .bedrock.sigv4 import sign
 from .config import Policy, Settings
 from . import jsonwire
 from .errors import GatewayError, Kind, invalid
-from .guardrails.enforce import Guard
+from .guardrails.enforce import Guard, Outcome, StreamRedactor
 from .keys import KeyRing
 from .routes import Operation, Route, classify
 from .translate import anthropic_invoke, bedrock_native, inference_profiles, models_list, openai_converse
@@ -109,6 +110,8 @@ class RequestState:
     adjustments: anthropic_invoke.Adjustments = field(default_factory=anthropic_invoke.Adjustments)
     response_done: bool = False
     """The upstream answer was seen to its end (False when the client went away first)."""
+    stream_guardrails: Outcome | None = None
+    """What the guardrail policy found in a streamed answer, collected as it streams."""
     guardrails: list[dict[str, object]] = field(default_factory=list)
     """What the guardrail policy found (detector, action, JSON path, offset; never the text)."""
     session_id: str = ""
@@ -372,10 +375,17 @@ class Gateway:
     def _stream_translator(self, state: RequestState) -> StreamTranslator:
         if state.route.operation is Operation.BEDROCK:
             return EventStreamMeter(state.route.action)
+        guard = self._guard(state)
+        if guard.inspects_text:
+            outcome = state.stream_guardrails = Outcome()
+            make_redactor: Callable[[], StreamRedactor] | None = lambda: StreamRedactor(guard, outcome, "answer")
+        else:
+            make_redactor = None
         if state.route.operation is Operation.OPENAI_CHAT and state.chat_request is not None:
             return ConverseStreamToChunks(state.chat_request, model=state.response_model,
-                                          completion_id=self._completion_id(state), created=int(time.time()))
-        return InvokeStreamToSSE()
+                                          completion_id=self._completion_id(state), created=int(time.time()),
+                                          redactor=make_redactor() if make_redactor else None)
+        return InvokeStreamToSSE(make_redactor)
 
     @staticmethod
     def _completion_id(state: RequestState) -> str:
@@ -484,6 +494,12 @@ class Gateway:
             state.usage = state.stream.usage
             partial = not state.stream.complete
             state.error = state.error or state.stream.error
+        if state.stream_guardrails is not None:
+            policy = self._guard(state).name
+            for action in state.stream_guardrails.actions:
+                state.guardrails.append({"detector": action.detector, "action": action.action,
+                                         "path": action.path, "offset": action.offset})
+                metrics.GUARDRAIL_ACTIONS.labels(state.consumer or "", policy, action.detector, action.action).inc()
         if state.upstream_started is not None and not state.response_done:
             # Sent to Bedrock (and billed there), but the client left before the answer ended.
             partial = True

@@ -128,11 +128,18 @@ class Guard:
             return self.text(node, path, outcome)
         return node
 
+    @property
+    def inspects_text(self) -> bool:
+        return bool(self._detectors)
+
+    def findings(self, text: str) -> list[Finding]:
+        return scan(text, self._detectors, deny_keywords=self.policy.deny_keywords,
+                    deny_patterns=self._patterns, injection_threshold=self.policy.injection_threshold)
+
     def text(self, value: str, path: str, outcome: Outcome) -> str:
         """Inspect one string; return it redacted where the policy says so."""
         outcome.text_chars += len(value)
-        findings = scan(value, self._detectors, deny_keywords=self.policy.deny_keywords,
-                        deny_patterns=self._patterns, injection_threshold=self.policy.injection_threshold)
+        findings = self.findings(value)
         if not findings:
             return value
         to_redact: list[Finding] = []
@@ -145,3 +152,66 @@ class Guard:
             return value
         outcome.changed = True
         return redact(value, to_redact, card_style=self.policy.card_style)
+
+
+class StreamRedactor:
+    """The guardrail policy on streamed answer text, with a small, bounded hold-back.
+
+    Text is released once ``HOLD`` more characters have arrived after it, so a
+    card number split over several deltas is whole when it is scanned, while
+    the stream stays live (the client lags the model by at most ``HOLD``
+    characters). A finding that straddles the release point holds the cut
+    back to its start. The last ``CONTEXT`` released characters are kept (and
+    never sent again) so that detectors needing a preceding word ("SSN") still
+    see it. Findings longer than the hold-back (a whole PEM private key) can
+    only be caught where they fit in it: a documented limit of streaming.
+    """
+
+    HOLD = 256
+    CONTEXT = 64
+
+    def __init__(self, guard: Guard, outcome: Outcome, path: str) -> None:
+        self._guard = guard
+        self._outcome = outcome
+        self._path = path
+        self._context = ""
+        self._pending = ""
+        self._released = 0
+
+    def feed(self, text: str) -> str:
+        self._pending += text
+        if len(self._pending) <= self.HOLD:
+            return ""
+        return self._release(len(self._pending) - self.HOLD, final=False)
+
+    def flush(self) -> str:
+        return self._release(len(self._pending), final=True) if self._pending else ""
+
+    def _release(self, upto: int, *, final: bool) -> str:
+        window = self._context + self._pending
+        start = len(self._context)
+        cut = start + upto
+        findings = self._guard.findings(window)
+        if not final:
+            for finding in findings:
+                if finding.start < cut < finding.end:
+                    cut = max(start, finding.start)
+        segment = window[start:cut]
+        to_redact = []
+        for finding in findings:
+            if finding.end <= start or finding.start >= cut:
+                continue
+            action = self._guard.policy.detectors[finding.detector]
+            if finding.start >= start:  # counted once: when its start is released
+                self._outcome.actions.append(
+                    Action(finding.detector, action, self._path, self._released + finding.start - start))
+            if action in ("block", "redact"):
+                to_redact.append(Finding(finding.detector, max(finding.start, start) - start,
+                                         min(finding.end, cut) - start, finding.placeholder, finding.score))
+        self._context = window[max(0, cut - self.CONTEXT):cut]
+        self._pending = window[cut:]
+        self._released += len(segment)
+        if not to_redact:
+            return segment
+        self._outcome.changed = True
+        return redact(segment, to_redact, card_style=self._guard.policy.card_style)

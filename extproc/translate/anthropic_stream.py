@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from typing import Any
 
+from .. import jsonwire
 from ..bedrock.errors import from_stream_exception
 from ..bedrock.eventstream import Decoder, EventStreamError, Frame, chunk_event, exception_message
 from ..errors import Api, GatewayError, Kind
+from ..guardrails.enforce import StreamRedactor
 from ..usage import Usage
 from .anthropic_invoke import UsageCounter
 
@@ -40,7 +44,10 @@ def sse(event: str, data: bytes) -> bytes:
 class InvokeStreamToSSE:
     relays = False
 
-    def __init__(self) -> None:
+    def __init__(self, make_redactor: Callable[[], StreamRedactor] | None = None) -> None:
+        """``make_redactor``: the guardrail policy for answer text, one redactor per text block."""
+        self._make_redactor = make_redactor
+        self._redactors: dict[object, StreamRedactor] = {}
         self._decoder = Decoder()
         self._usage = UsageCounter()
         self.complete = False
@@ -83,8 +90,9 @@ class InvokeStreamToSSE:
                 continue
             try:
                 raw = chunk_event(frame)
-                # Most events are deltas, which carry no usage: relay them without parsing.
-                delta = _DELTA.match(raw)
+                # Most events are deltas, which carry no usage: relay them without parsing
+                # (unless their text must pass the guardrail policy).
+                delta = _DELTA.match(raw) if self._make_redactor is None else None
                 if delta is not None:
                     out += sse(delta.group(1).decode(), raw)
                     continue
@@ -100,8 +108,34 @@ class InvokeStreamToSSE:
                 if _METRICS in event:
                     del event[_METRICS]
                     raw = json.dumps(event, separators=(",", ":")).encode()
+            elif self._make_redactor is not None and kind in ("content_block_delta", "content_block_stop"):
+                out += self._guarded(kind, event, raw)
+                continue
             out += sse(kind, raw)
         return bytes(out)
+
+    def _guarded(self, kind: str, event: dict[str, Any], raw: bytes) -> bytes:
+        """A text delta goes through its block's redactor (held back or masked); the block's end flushes it."""
+        assert self._make_redactor is not None
+        index = event.get("index")
+        if kind == "content_block_stop":
+            redactor = self._redactors.pop(index, None)
+            rest = redactor.flush() if redactor is not None else ""
+            flushed = b""
+            if rest:
+                flushed = sse("content_block_delta", jsonwire.dumps(
+                    {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": rest}}))
+            return flushed + sse(kind, raw)
+        delta = event.get("delta")
+        if not isinstance(delta, dict) or delta.get("type") != "text_delta" or not isinstance(delta.get("text"), str):
+            return sse(kind, raw)  # tool input and thinking deltas are relayed as they are
+        if index not in self._redactors:
+            self._redactors[index] = self._make_redactor()
+        text = self._redactors[index].feed(delta["text"])
+        if not text:
+            return b""
+        delta["text"] = text
+        return sse(kind, jsonwire.dumps(event))
 
     def _fail(self, error: GatewayError, code: str) -> bytes:
         self.error = code

@@ -58,6 +58,7 @@ from ..bedrock.eventstream import Decoder, EventStreamError, Frame, exception_me
 from ..errors import Api, GatewayError, Kind
 from ..usage import Usage
 from .. import jsonwire
+from ..guardrails.enforce import StreamRedactor
 from .openai_converse import FINISH_REASONS, ChatRequest, converse_usage, json_tool_name, openai_usage
 
 __all__ = ["ConverseStreamToChunks", "CORRUPT", "TRUNCATED"]
@@ -92,7 +93,10 @@ class ConverseStreamToChunks:
     """The Bedrock exception name (``ThrottlingException``), :data:`CORRUPT` or :data:`TRUNCATED`
     once the stream ended in error; None otherwise."""
 
-    def __init__(self, request: ChatRequest, *, model: str, completion_id: str, created: int) -> None:
+    def __init__(self, request: ChatRequest, *, model: str, completion_id: str, created: int,
+                 redactor: StreamRedactor | None = None) -> None:
+        """``redactor``: the guardrail policy for the answer's content, with a bounded hold-back."""
+        self._redactor = redactor
         self.usage = Usage()
         self.complete = False
         self.error = None
@@ -249,6 +253,8 @@ class ConverseStreamToChunks:
             # JSON mode, and the JSON tool never answered: the text is the answer.
             self._content("".join(self._held_text), out)
             self._held_text.clear()
+        if self._redactor is not None and (rest := self._redactor.flush()):
+            self._emit_content(rest, out)
         reason = FINISH_REASONS.get(payload.get("stopReason"), "stop")
         if reason == "tool_calls" and not self._calls:
             reason = "stop"  # the forced JSON tool answered: for the client that is the answer itself
@@ -278,6 +284,13 @@ class ConverseStreamToChunks:
             out.append(self._chunk(_ROLE_DELTA))
 
     def _content(self, text: str, out: list[bytes]) -> None:
+        if self._redactor is not None:
+            text = self._redactor.feed(text)
+            if not text:
+                return
+        self._emit_content(text, out)
+
+    def _emit_content(self, text: str, out: list[bytes]) -> None:
         self._start(out)
         out.append(self._chunk(b'{"content":%s}' % jsonwire.dumps(text)))
 

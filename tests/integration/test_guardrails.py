@@ -143,3 +143,27 @@ def test_bedrock_guardrail_headers_on_invoke(support: Stack, keys: Keys) -> None
     assert seen["headers"]["x-amzn-bedrock-guardrailidentifier"] == "gr-support"
     assert seen["headers"]["x-amzn-bedrock-guardrailversion"] == "3"
     assert seen["signature_valid"] is True
+
+
+def test_streamed_answers_with_a_card_come_back_masked(support: Stack, keys: Keys) -> None:
+    """The emulator streams the card over several deltas; the hold-back catches it whole."""
+    client = anthropic.Anthropic(base_url=support.url, api_key=keys.alpha, max_retries=0)
+    with client.messages.stream(model="haiku", max_tokens=2000, messages=[
+            {"role": "user", "content": "card please [[emulator:card]] [[emulator:words=200]]"}]) as stream:
+        deltas = list(stream.text_stream)
+        final = stream.get_final_message()
+        request_id = stream.response.headers["x-request-id"]
+    text = "".join(deltas)
+    assert len(deltas) > 5, "the answer still streams"
+    assert "4111 1111" not in text and "[CARD ••••1111]" in text
+    assert text.endswith(" word199")
+    assert final.usage.output_tokens > 200, "usage accounting is unaffected by redaction"
+    record = record_of(support, request_id)
+    assert record["tokens"]["output"] == final.usage.output_tokens
+    assert [g["detector"] for g in record["guardrails"] if g["path"] == "answer"] == ["card"]
+
+    chunks = list(openai.OpenAI(base_url=f"{support.url}/v1", api_key=keys.alpha, max_retries=0)
+                  .chat.completions.create(model="haiku", stream=True, messages=[
+                      {"role": "user", "content": "card [[emulator:card]] [[emulator:words=200]]"}]))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "4111 1111" not in streamed and "[CARD ••••1111]" in streamed and streamed.endswith(" word199")
