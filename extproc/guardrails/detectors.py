@@ -2,9 +2,10 @@
 and prompt-injection attempts in request text, and redact them.
 
 Everything here is a pure function of its arguments: no I/O, no state, regexes
-compiled at import. Each detector is a linear scan (no pattern can backtrack
-more than a bounded distance; validation of a candidate is bounded by the
-length of a card, IBAN, e-mail or phone number), so ``scan`` costs O(len(text)).
+compiled at import (a deny keyword list once per distinct list, LRU-cached).
+Each detector is a linear scan (no pattern can backtrack more than a bounded
+distance; validation of a candidate is bounded by the length of a card, IBAN,
+e-mail or phone number), so ``scan`` costs O(len(text)).
 
 Detectors (``DETECTORS``) and what they accept
 ------------------------------------------------
@@ -28,8 +29,9 @@ Detectors (``DETECTORS``) and what they accept
     Only next to a detected card (within 40 characters, before or after): a
     CVV/CVC/CID/security code (3-4 digits) or an expiry (MM/YY, MM/YYYY) after
     a label (cvv, cvc, security code, exp, expiry, valid thru, gültig bis,
-    date d'expiration, ...), and, unlabelled, an expiry and/or a 3-4 digit
-    code written directly after the card ("4111 1111 1111 1111 12/27 123").
+    date d'expiration, ...; a labelled expiry may have a one-digit month),
+    and, unlabelled, an expiry (MM/YY, MM-YY) and/or a 3-4 digit code written
+    directly after the card ("4111 1111 1111 1111 12/27 123", "... / 03-27 / 737").
 ``iban``
     Country code + check digits + BBAN, exact length for every country in the
     IBAN registry (ISO 13616; unknown country codes are not IBANs),
@@ -40,22 +42,26 @@ Detectors (``DETECTORS``) and what they accept
     group 00 and serial 0000 are invalid, as are the well-known example
     numbers 078-05-1120, 219-09-9999, 457-55-5462 and 123-45-6789.
 ``email``
-    ``local@domain.tld``: local part of letters, digits and ``._%+-`` (no quoted
-    parts, at most 64 characters, no leading/trailing/double dot), domain of
-    LDH labels (Unicode letters allowed) with an alphabetic TLD.
+    ``local@domain.tld``: local part of letters, digits and ``._%+-'`` (no quoted
+    parts, at most 64 characters, no leading/trailing/double dot, no leading
+    quote), domain of LDH labels (Unicode letters allowed) with an alphabetic
+    TLD that is not a file extension ("logo@2x.png" is an image).
 ``phone``
     7-15 digits that look like a phone number: a leading ``+`` (8-15 digits) or
     ``00``; a parenthesised area code; NANP 3-3-4 (area code 2-9) or 1-3-3-4;
     a national number with a trunk 0 in groups (UK, DE, FR, IT, NL, JP, AU:
     9-13 digits); or anything 7-15 digits right after a phone word (phone, tel,
     call, mobile, cell, fax, whatsapp, telefon, handy, portable, móvil, ...).
-    Rejected: right after an order/invoice/tracking/SKU/model/account/IBAN
-    word, glued to letters or ``#``/``$``/``€``, a date (dd/mm/yyyy, yyyy-mm-dd,
-    with or without a following time), an IP address, a price (followed by a
-    currency or decimal comma), a product code ("555-1234-XL"), and anything a
-    card, IBAN or e-mail covers (those are always computed when phone is on).
+    Separators: one space, dot, dash or slash, " / " or " - ", parentheses
+    ("(+34) 91 ...", "+49 (0)30 ..."). Rejected: right after an order,
+    invoice, tracking, SKU, model, account, customer or IBAN word, glued to
+    letters or ``#``/``$``/``€``, a date (dd/mm/yyyy, yyyy-mm-dd, with or without
+    a following time), an IP address, a price (followed by a currency or a
+    decimal comma), a product code ("555-1234-XL"), an SSN-shaped AAA-GG-SSSS or
+    a ZIP+4 without a phone word, and anything a card, IBAN or e-mail covers
+    (those are always computed when phone is on).
 ``aws_access_key``
-    ``AKIA``/``ASIA`` + 16 of ``[A-Z0-9]``.
+    ``AKIA``/``ASIA`` + 16 of ``[A-Z0-9]``, not a placeholder (``AKIAXXXXXXXXXXXXXXXX``).
 ``aws_secret_key``
     40 characters of ``[A-Za-z0-9/+]`` with upper case, lower case and a digit,
     not inside a longer base64 run, after an AWS or "secret" word (within 80
@@ -63,14 +69,17 @@ Detectors (``DETECTORS``) and what they accept
     key/secret/credential/token/password ``key=value`` or ``key: value``.
 ``private_key``
     ``-----BEGIN [RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP ]PRIVATE KEY[ BLOCK]-----``
-    through its END line; when the END line is missing, through the end of
-    the base64 body (a truncated key still leaks key material).
+    through its END line; when the END line is missing, through everything
+    after it that could still be key body (base64, headers, whitespace, up to
+    the next punctuation): a truncated key still leaks key material, so this
+    errs towards redacting a few words too many.
 ``api_token``
     GitHub (``ghp_ gho_ ghu_ ghs_ ghr_`` + 36, ``github_pat_``), Slack
     (``xox[baprs]-``, ``xapp-``), Stripe (``sk_/rk_`` + ``live_/test_``), Anthropic
     (``sk-ant-api03-``...), OpenAI (``sk-proj-``, ``sk-svcacct-``, ``sk-admin-``,
     legacy ``sk-`` + 32+ alphanumerics), Google (``AIza`` + 35), GitLab
-    (``glpat-``), JWTs (``eyJ...``.``eyJ...``.signature).
+    (``glpat-``), JWTs (``eyJ...``.``eyJ...``.signature); the random part must
+    hold a digit and a letter (``sk_live_xxxxxxxx...`` is a placeholder).
 ``deny``
     Configured keywords (case-insensitive, whole words, phrases allowed) and
     configured regexes.
@@ -88,18 +97,48 @@ blocking policy that must see every deny hit should call ``scan`` with only
 ``{"deny"}``; a deny keyword inside an e-mail address is otherwise absorbed by
 the e-mail finding.
 
-Quality on the labelled corpus (``tests/unit/guardrails/corpus.jsonl``, 3xx
-cases, all detectors on; measured by ``test_corpus.py``), with the thresholds
-that test enforces:
+Quality on the labelled corpus (``tests/unit/guardrails/corpus.jsonl``: 583
+support messages, mostly English with DE/FR/ES/IT/NL/PT/PL/TR/RU/ZH/JA ones;
+328 expected spans plus 75 injection cases; 247 messages where nothing may be
+found, including every hard negative of the brief), all detectors on, as
+measured by
+``test_corpus.py``, which fails below the thresholds on the right (card, IBAN,
+SSN, AWS access key, private key, e-mail, phone, API token and injection
+thresholds are the brief's; card_security, aws_secret_key and deny are ours):
 
-==============  =========  ======  ==========  ===========================
-detector        precision  recall  expected    threshold (precision/recall)
-==============  =========  ======  ==========  ===========================
-MEASURED_TABLE_PLACEHOLDER
-==============  =========  ======  ==========  ===========================
+==============  =========  ======  =========  ====================
+detector        precision  recall  positives  minimum P / R
+==============  =========  ======  =========  ====================
+card            1.000      1.000   63         1.00 / 1.00
+card_security   1.000      1.000   39         0.95 / 0.95
+iban            1.000      1.000   31         1.00 / 1.00
+ssn             1.000      1.000   19         1.00 / 1.00
+email           1.000      1.000   45         0.99 / 0.99
+phone           1.000      1.000   79         0.95 / 0.95
+aws_access_key  1.000      1.000   9          1.00 / 1.00
+aws_secret_key  1.000      1.000   8          0.95 / 0.95
+private_key     1.000      1.000   6          1.00 / 1.00
+api_token       1.000      1.000   23         0.95 / 0.95
+deny            1.000      1.000   6          1.00 / 1.00
+injection       1.000      1.000   75 cases   0.90 / 0.90 (threshold 0.5)
+==============  =========  ======  =========  ====================
 
-Throughput, all detectors on, 100 KB of mixed e-commerce support text
-(``test_throughput.py``): THROUGHPUT_PLACEHOLDER.
+These are fitted numbers: the detectors were tuned on this corpus. Two blocks
+of it (``"split": "holdout"``, 111 cases, and ``"holdout2"``, 79 cases) were
+written and scored before any change prompted by them. On first contact:
+card 1.00/1.00 both times; IBAN, SSN, API tokens 1.00/1.00; card_security
+recall 0.63 and 0.40 (unseen labels and formats: "son kullanma", "срок",
+"1/27", "/ 03-27 /"); e-mail 0.78/0.88 then 1.00/1.00; phone 0.80/0.80 then
+1.00/1.00; AWS access key precision 0.50 (a placeholder) then 1.00; injection
+precision 0.73 / recall 0.53, then 1.00 / 0.71. Expect unseen injection
+phrasings and card-security labels to be missed at about those rates.
+
+Throughput, all detectors on, best of 15 runs on a 2-vCPU VM shared with other
+work (runs under load were up to 1.8x slower): 100 KB of the corpus repeated,
+as ``test_throughput.py`` does (dense: a card, phone, IBAN or attack on most
+lines), 87 ms = 870 us per KB; 100 KB of plain support prose, 19 ms = 190 us
+per KB; a fixed cost of about 27 us per call (a 19-character string), which
+dominates when a JSON body is scanned one short string at a time.
 """
 
 from __future__ import annotations
@@ -111,7 +150,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from .injection import DEFAULT_THRESHOLD, injection_signals
+from .injection import _ASCII_LOWER, DEFAULT_THRESHOLD, injection_signals, long_token_spans
 
 __all__ = [
     "DETECTORS",
@@ -207,7 +246,7 @@ def _glued_right(text: str, k: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------
-# Checksums and number rules (public: the tests and the config loader use them)
+# Checksums and number rules (public: useful to callers and tests)
 # ---------------------------------------------------------------------------------
 
 
@@ -304,7 +343,8 @@ def ssn_valid(ssn: str) -> bool:
 # ---------------------------------------------------------------------------------
 
 _CARD_SEPARATORS = " \u00a0\u2009\u202f-"
-_DIGIT_RUN = re.compile(r"[0-9]+(?:[ \u00a0\u2009\u202f-][0-9]+)*")
+# Runs of 13+ digits and single separators; shorter numbers fail fast inside the engine.
+_DIGIT_RUN = re.compile(r"[0-9](?:[0-9]|[ \u00a0\u2009\u202f-](?=[0-9])){12,}+")
 _PRODUCT_LABEL = re.compile(
     r"(?:\b(?:sku|ean|upc|gtin|isbn|barcode|bar\s+code|asin|mpn|jan)(?:[\s-]?(?:8|10|12|13|14))?"
     r"|\b(?:article|artikel|part|product|model|art)\.?\s*(?:no|nr|number|num|code|#)|\bitem)"
@@ -340,8 +380,6 @@ def _cards(text: str) -> list[tuple[int, int, int]]:
     found: list[tuple[int, int, int]] = []
     for run in _DIGIT_RUN.finditer(text):
         run_start, run_end = run.span()
-        if run_end - run_start < 13:
-            continue
         # Split the run into digit groups and the separators between them.
         groups: list[tuple[int, int]] = []
         seps: list[str] = []
@@ -355,10 +393,18 @@ def _cards(text: str) -> list[tuple[int, int, int]]:
         left_glued = _glued_left(text, run_start)
         right_glued = _glued_right(text, run_end)
         count = len(groups)
+        totals = [0]
+        for a, b in groups:
+            totals.append(totals[-1] + b - a)
         i = 0
         while i < count:
             accepted = False
             for j in range(min(count - 1, i + 4), i - 1, -1):
+                digits = totals[j + 1] - totals[i]
+                if digits < 13:
+                    break
+                if digits > 19:
+                    continue
                 span = _card_span(text, groups, seps, i, j, left_glued, right_glued)
                 if span is not None:
                     found.append(span)
@@ -417,14 +463,16 @@ def _card_span(
 
 
 _CVV_LABEL = (
-    r"cvv2?|cvc2?|cid|csc|cav2|cvn|security\s+code|sec\.?\s+code|security\s+(?:no|number)|card\s+security\s+code|card\s+verification(?:\s+(?:code|value|number))?|"
+    r"cvv2?|cvc2?|cid|csc|cav2|cvn|security\s+code|sec\.?\s+code|security\s+(?:no|number)|card\s+security\s+code|"
+    r"card\s+verification(?:\s+(?:code|value|number))?|"
     r"verification\s+(?:code|number)|sicherheitscode|kartenprüfnummer|prüfnummer|prüfziffer|"
     r"cryptogramme(?:\s+visuel)?|code\s+de\s+s[ée]curit[ée]|c[óo]digo\s+de\s+seguridad|codice\s+di\s+sicurezza|"
     r"c[óo]digo\s+de\s+seguran[çc]a|beveiligingscode"
 )
 _EXPIRY_LABEL = (
     r"exp(?:iry|iration|ires|\.)?(?:\s+date)?|expiry\s+date|valid\s+(?:thru|through|until|till|to)|good\s+thru|"
-    r"g[üu]ltig\s+bis|ablaufdatum|ablauf|data\s+wa[żz]no[śs]ci|wa[żz]na\s+do|date\s+d'expiration|expire\s+(?:le|fin)|fecha\s+de\s+(?:caducidad|vencimiento)|"
+    r"g[üu]ltig\s+bis|ablaufdatum|ablauf|data\s+wa[żz]no[śs]ci|wa[żz]na\s+do|date\s+d'expiration|expire\s+(?:le|fin)|"
+    r"fecha\s+de\s+(?:caducidad|vencimiento)|"
     r"caducidad|vencimiento|vence|scadenza|validade|vervaldatum|geldig\s+tot|son\s+kullanma(?:\s+tarihi)?|"
     r"срок(?:\s+действия)?|действительна\s+до|有效期"
 )
@@ -441,6 +489,12 @@ _ADJACENT_SECURITY = re.compile(
     r"(?:[\s,;/|]{1,4}(?P<cvv>[0-9]{3,4})(?![0-9A-Za-z/.,-]))?"
 )
 _SECURITY_WINDOW = 40
+# Stems of every label above (ASCII-lower-cased): a window without any needs no regex.
+_SECURITY_STEMS = (
+    "cv", "cid", "csc", "cav", "sec", "verif", "sicher", "prüf", "pruf", "crypto", "code", "códi", "codi", "exp",
+    "valid", "good", "gültig", "gultig", "ablauf", "caduc", "venc", "scad", "geldig", "verval", "waż", "wazn", "kullanma",
+    "срок", "Срок", "действ", "Действ", "有效", "beveilig", "seguran",
+)
 
 
 def _card_security(text: str, cards: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
@@ -453,8 +507,11 @@ def _card_security(text: str, cards: list[tuple[int, int, int]]) -> list[tuple[i
             for name in ("exp", "cvv"):
                 if adjacent.group(name):
                     found.append(adjacent.span(name))
-        lo = max(0, start - 3 * _SECURITY_WINDOW)
-        hi = min(len(text), end + 3 * _SECURITY_WINDOW)
+        lo = max(0, start - 2 * _SECURITY_WINDOW)
+        hi = min(len(text), end + 2 * _SECURITY_WINDOW + 20)
+        window = text[lo:hi].translate(_ASCII_LOWER)
+        if not any(stem in window for stem in _SECURITY_STEMS):
+            continue
         for match in _LABELLED_SECURITY.finditer(text, lo, hi):
             if match.end() <= start and start - match.start() > _SECURITY_WINDOW + 20:
                 continue
@@ -472,14 +529,17 @@ def _card_security(text: str, cards: list[tuple[int, int, int]]) -> list[tuple[i
 # IBAN, SSN, e-mail
 # ---------------------------------------------------------------------------------
 
-_IBAN_START = re.compile(r"[A-Za-z]{2}[0-9]{2}")
+# The check digits: the first two digits of a digit run (the country code is checked after).
+_IBAN_CHECK_DIGITS = re.compile(r"[0-9](?<![0-9]{2})[0-9]")
 
 
 def _ibans(text: str) -> list[tuple[int, int]]:
     found: list[tuple[int, int]] = []
     n = len(text)
-    for match in _IBAN_START.finditer(text):
-        start = match.start()
+    for match in _IBAN_CHECK_DIGITS.finditer(text):
+        start = match.start() - 2
+        if start < 0:
+            continue
         length = _IBAN_LENGTHS.get(text[start : start + 2].upper())
         if length is None or _glued_left(text, start):
             continue
@@ -511,20 +571,26 @@ def _iban_end(text: str, start: int, length: int) -> int | None:
     return pos
 
 
-_SSN = re.compile(r"(?:(?<=\\[nrt])|(?<![0-9A-Za-z-]))([0-9]{3})([ -])([0-9]{2})\2([0-9]{4})(?![0-9A-Za-z]|-[0-9]|[.,][0-9])")
+_SSN = re.compile(r"[0-9][0-9][0-9]([ -])[0-9][0-9]\1[0-9]{4}(?![0-9A-Za-z]|-[0-9]|[.,][0-9])")
 _SSN_BARE = re.compile(
-    r"\b(?:ssn|ss#|social\s+security(?:\s+(?:number|no\.?|#|num))?)\s*(?:[:#=-]\s*|is\s+|number\s+)?"
-    r"([0-9]{9})(?![0-9A-Za-z])",
-    re.IGNORECASE,
+    r"[sS](?i:sn|s#|ocial\s+security(?:\s+(?:number|no\.?|#|num))?)\s*(?i:[:#=-]\s*|is\s+|number\s+)?"
+    r"([0-9]{9})(?![0-9A-Za-z])"
 )
 
 
 def _ssns(text: str) -> list[tuple[int, int]]:
-    found = []
+    found: list[tuple[int, int]] = []
     for match in _SSN.finditer(text):
+        start = match.start()
+        if start > 0 and (text[start - 1] == "-" or _glued_left(text, start)):
+            continue
         if ssn_valid(match.group(0)):
             found.append(match.span())
-    for match in _SSN_BARE.finditer(text):
+    lowered = text.lower()
+    bare = _SSN_BARE.finditer(text) if ("ssn" in lowered or "ss#" in lowered or "social" in lowered) else ()
+    for match in bare:
+        if match.start() > 0 and text[match.start() - 1].isalnum():
+            continue
         if ssn_valid(match.group(1)):
             found.append(match.span(1))
     return found
@@ -601,8 +667,15 @@ def _tld_ok(label: str) -> bool:
 # Phone numbers
 # ---------------------------------------------------------------------------------
 
+_PHONE_TAIL = r"\)?(?:(?:[ .\-/\u00a0]| / | - |(?<=\)))\(?[0-9]+\)?)*"
+# Digit groups with single separators, after "+", "(", "(+" or a digit. The pattern starts
+# with one character class (the engine then skips to candidates without trying each
+# position); the branches look back at what it consumed. A bare number needs 7 characters.
 _PHONE = re.compile(
-    r"(?P<plus>\(?\+[ \u00a0]?)?\(?[0-9]+\)?(?:(?:[ .\-/\u00a0]| / | - |(?<=\)))\(?[0-9]+\)?)*"
+    r"[(+0-9](?:"
+    rf"(?<=\()\+?[ \u00a0]?\(?[0-9]+{_PHONE_TAIL}"
+    rf"|(?<=\+)[ \u00a0]?\(?[0-9]+{_PHONE_TAIL}"
+    rf"|(?<=[0-9])(?=[0-9 .\-/\u00a0()]{{6}})[0-9]*{_PHONE_TAIL})"
 )
 _PHONE_WORDS = (
     r"phone|phones|tel|tele|telephone|telefon|telefono|tel[ée]fono|t[ée]l[ée]phone|t[ée]l|tlf|fon|call|called|calling|"
@@ -615,7 +688,6 @@ _PHONE_LABEL = re.compile(
     r"mich|uns|unter|an|moi|nous|au|al|mi|sous|bajo|num[ée]ro|nummer|n[úu]mero|numero|op|es|est|ist|è|é|e|"
     r"lautet|sind|son|are)\b\.?){0,4}"
     r"\W{0,4}$",
-    re.IGNORECASE,
 )
 _NOT_PHONE_LABEL = re.compile(
     r"\b(?:order|ord|orders|invoice|inv|tracking|track|shipment|parcel|package|sku|ean|upc|gtin|isbn|asin|mpn|model|"
@@ -625,9 +697,12 @@ _NOT_PHONE_LABEL = re.compile(
     r"artikelnummer|receipt|transaction|confirmation|booking|reservation|membership|loyalty|vat|tax|id|version|"
     r"ver|build|ip|fedex|ups|usps|dhl|hermes|gls|dpd|awb|waybill)\b\.?"
     r"(?:\W{0,3}(?:no|nr|number|num|id|code|is|was|ref)\b\.?){0,3}\W{0,4}$",
-    re.IGNORECASE,
 )
-_PRICE_AFTER = re.compile(r"\s?(?:[%€$£¥₹]|(?:eur|usd|gbp|chf|sek|nok|dkk|pln|czk|kr|zł|zl|euro|euros|dollars?)\b)", re.IGNORECASE)
+_DIGIT_GROUP = re.compile(r"[0-9]+")
+_BETWEEN_GROUPS = re.compile(r"(?<=[0-9])[^0-9]+(?=[0-9])")
+_PRICE_AFTER = re.compile(
+    r"\s?(?:[%€$£¥₹]|(?:eur|usd|gbp|chf|sek|nok|dkk|pln|czk|kr|zł|zl|euro|euros|dollars?)\b)", re.IGNORECASE
+)
 _CURRENCY_BEFORE = frozenset("$€£¥₹")
 
 
@@ -635,9 +710,10 @@ def _phones(text: str) -> list[tuple[int, int]]:
     found: list[tuple[int, int]] = []
     for match in _PHONE.finditer(text):
         start, end = match.span()
-        if match.group("plus") is None and end - start < 7:
+        plus = text[start] == "+" or text.startswith("(+", start)
+        if not plus and end - start < 7:
             continue
-        span = _phone_span(text, start, end, match.group("plus") is not None)
+        span = _phone_span(text, start, end, plus)
         if span is not None:
             found.append(span)
     return found
@@ -664,46 +740,29 @@ def _phone_span(text: str, start: int, end: int, plus: bool) -> tuple[int, int] 
     if _PRICE_AFTER.match(text, end, min(len(text), end + 8)):
         return None
 
-    groups: list[str] = []
-    seps: list[str] = []  # the raw characters between two digit groups: "-", " ", ") ", "(" ...
-    current: list[str] = []
-    between: list[str] = []
-    for ch in token.lstrip("(+ \u00a0") if plus else token:
-        if "0" <= ch <= "9":
-            if not current and groups:
-                seps.append("".join(between))
-            current.append(ch)
-        else:
-            if current:
-                groups.append("".join(current))
-                current = []
-                between = []
-            between.append(ch)
-    if current:
-        groups.append("".join(current))
-    parens = "(" in token
+    body = token.lstrip("(+ \u00a0") if plus else token
+    groups = _DIGIT_GROUP.findall(body)
     digits = "".join(groups)
     count = len(digits)
-    if not 7 <= count <= 15 or not groups:
+    if not 7 <= count <= 15:
         return None
+    # The characters between two digit groups: "-", " ", ") ", " (" ...
+    seps = _BETWEEN_GROUPS.findall(body.strip("()"))
+    parens = "(" in token
     if _looks_like_date_or_ip(groups, seps):
         return None
     lengths = [len(g) for g in groups]
     ssn_shaped = lengths == [3, 2, 4] and seps == ["-", "-"]
     zip_plus_four = lengths == [5, 4] and seps == ["-"]
-    window = text[max(0, start - 40) : start]
-    if _NOT_PHONE_LABEL.search(window):
-        return None
-    labelled = _PHONE_LABEL.search(window) is not None
     plain_seps = set(seps)
     if ssn_shaped:
         ok = False  # AAA-GG-SSSS is how SSNs are written, never phone numbers
-    elif zip_plus_four and not labelled:
+    elif zip_plus_four:
         ok = False  # a US ZIP+4 code
     elif plus:
         ok = 8 <= count <= 15 and (len(groups) == 1 or len(groups[0]) <= 4)
     elif digits.startswith("00") and len(groups[0]) >= 2 and digits[2] != "0":
-        ok = (len(groups) > 1 or labelled) and 10 <= count <= 15
+        ok = len(groups) > 1 and 10 <= count <= 15
     elif parens and token.startswith("(") and 2 <= len(groups[0]) <= 5:
         ok = 7 <= count <= 12 and len(groups) >= 2
     elif lengths == [3, 3, 4] and len(plain_seps) == 1 and seps[0] in ("-", ".", " ") and digits[0] in "23456789":
@@ -721,9 +780,13 @@ def _phone_span(text: str, start: int, end: int, plus: bool) -> tuple[int, int] 
         )
     else:
         ok = False
-    if not ok and labelled:
-        ok = 7 <= count <= 15
-    return (start, end) if ok else None
+    # What the number is called decides when its shape does not, and vetoes when it does.
+    window = text[max(0, start - 40) : start].lower()
+    if _NOT_PHONE_LABEL.search(window):
+        return None
+    if ok or _PHONE_LABEL.search(window):
+        return start, end
+    return None
 
 
 def _looks_like_date_or_ip(groups: list[str], seps: list[str]) -> bool:
@@ -744,8 +807,9 @@ def _looks_like_date_or_ip(groups: list[str], seps: list[str]) -> bool:
 # Secrets
 # ---------------------------------------------------------------------------------
 
-_AWS_ACCESS_KEY = re.compile(r"(?:(?<=\\[nrt])|(?<![A-Za-z0-9]))(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])")
-_AWS_SECRET = re.compile(r"(?:(?<=\\[nrt])|(?<![A-Za-z0-9/+]))[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_AWS_ACCESS_KEY = re.compile(r"A(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])")
+# A run of 40+ base64 characters, tried only where a run starts.
+_BASE64_RUN = re.compile(r"[A-Za-z0-9/+](?<![A-Za-z0-9/+][A-Za-z0-9/+])[A-Za-z0-9/+]{39,}+")
 _AWS_SECRET_CONTEXT = re.compile(r"aws|secret", re.IGNORECASE)
 _SECRET_KEY_VALUE = re.compile(
     r"[\w.-]*(?:key|secret|credential|token|password|passwd|pwd)[\w.-]*[\"']?\s*(?:[:=]|=>)\s*[\"']?$",
@@ -754,7 +818,7 @@ _SECRET_KEY_VALUE = re.compile(
 _PRIVATE_KEY_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ ){0,3})PRIVATE KEY( BLOCK)?-----")
 _PRIVATE_KEY_BODY = re.compile(r"(?:[A-Za-z0-9+/=\s\\:,]|-(?!----))*")
 _API_TOKEN = re.compile(
-    r"(?:(?<=\\[nrt])|(?<![A-Za-z0-9_-]))(?:"
+    r"(?:"
     r"gh[pousr]_[A-Za-z0-9]{36}"
     r"|github_pat_[A-Za-z0-9_]{60,255}"
     r"|xox[baprs]-[0-9A-Za-z][0-9A-Za-z-]{8,250}"
@@ -772,7 +836,11 @@ _API_TOKEN = re.compile(
 
 def _aws_access_keys(text: str) -> list[tuple[int, int]]:
     # Key IDs are random; "AKIAXXXXXXXXXXXXXXXX" is a placeholder in documentation.
-    return [m.span() for m in _AWS_ACCESS_KEY.finditer(text) if len(set(m.group(0)[4:])) >= 4]
+    return [
+        m.span()
+        for m in _AWS_ACCESS_KEY.finditer(text)
+        if not _glued_left(text, m.start()) and len(set(m.group(0)[4:])) >= 4
+    ]
 
 
 def _mixed(candidate: str) -> bool:
@@ -783,16 +851,19 @@ def _mixed(candidate: str) -> bool:
     )
 
 
-def _aws_secrets(text: str) -> list[tuple[int, int]]:
+def _aws_secrets(text: str, long_tokens: list[tuple[int, int]]) -> list[tuple[int, int]]:
     found: list[tuple[int, int]] = []
-    for match in _AWS_SECRET.finditer(text):
+    runs = (m for lo, hi in long_tokens if hi - lo >= 40 for m in _BASE64_RUN.finditer(text, lo, hi))
+    for match in runs:
         start, end = match.span()
-        if not _mixed(match.group(0)):
+        if end - start == 42 and start > 0 and text[start - 1] == "\\" and text[start] in _ESCAPES:
+            start += 1  # "\n" before the key in a raw JSON body
+        if end - start != 40 or (end < len(text) and text[end] == "=") or not _mixed(text[start:end]):
             continue
         if (
             _AWS_SECRET_CONTEXT.search(text, max(0, start - 80), start)
             or _SECRET_KEY_VALUE.search(text, max(0, start - 60), start)
-            or _AWS_ACCESS_KEY.search(text, max(0, start - 200), start)
+            or _AWS_ACCESS_KEY.search(text, max(0, start - 200), start) is not None
         ):
             found.append((start, end))
     return found
@@ -818,9 +889,13 @@ def _private_keys(text: str) -> list[tuple[int, int]]:
         pos = max(end, begin.end())
 
 
-def _api_tokens(text: str) -> list[tuple[int, int]]:
+def _api_tokens(text: str, long_tokens: list[tuple[int, int]]) -> list[tuple[int, int]]:
     found: list[tuple[int, int]] = []
-    for match in _API_TOKEN.finditer(text):
+    tokens = (m for lo, hi in long_tokens for m in _API_TOKEN.finditer(text, lo, hi))
+    for match in tokens:
+        start = match.start()
+        if start > 0 and (text[start - 1] in "_-" or _glued_left(text, start)):
+            continue
         # Real tokens are random: a body without digits or letters is a placeholder ("sk_live_xxxx...").
         body = match.group(0)[4:]
         if any(ch.isdigit() for ch in body) and any(ch.isalpha() for ch in body):
@@ -865,10 +940,15 @@ _SPAN_DETECTORS = {
     "email": _emails,
     "phone": _phones,
     "aws_access_key": _aws_access_keys,
-    "aws_secret_key": _aws_secrets,
     "private_key": _private_keys,
+}
+# Secrets are long tokens: found only inside whitespace-separated tokens of 14+ characters
+# (the shortest format, "xoxb-" + 9), listed once per text.
+_TOKEN_DETECTORS = {
+    "aws_secret_key": _aws_secrets,
     "api_token": _api_tokens,
 }
+_SHORTEST_TOKEN = 14
 
 
 def scan(
@@ -899,6 +979,11 @@ def scan(
     for name, detect in _SPAN_DETECTORS.items():
         if name in needed:
             candidates.extend((name, s, e, 1.0) for s, e in detect(text))
+    if not needed.isdisjoint(_TOKEN_DETECTORS):
+        long_tokens = long_token_spans(text, _SHORTEST_TOKEN)
+        for name, detect_in in _TOKEN_DETECTORS.items():
+            if name in needed:
+                candidates.extend((name, s, e, 1.0) for s, e in detect_in(text, long_tokens))
     if "deny" in needed:
         candidates.extend(("deny", s, e, 1.0) for s, e in _denied(text, deny_keywords, deny_patterns))
 

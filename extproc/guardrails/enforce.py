@@ -157,10 +157,11 @@ class Guard:
 class StreamRedactor:
     """The guardrail policy on streamed answer text, with a small, bounded hold-back.
 
-    Text is released once ``HOLD`` more characters have arrived after it, so a
-    card number split over several deltas is whole when it is scanned, while
-    the stream stays live (the client lags the model by at most ``HOLD``
-    characters). A finding that straddles the release point holds the cut
+    Only the tail that could still grow into a finding is held back: a run of
+    digits and separators with the word it is glued to (a card, phone, IBAN or
+    SSN still arriving), or the last unfinished word (an e-mail or a token);
+    never more than ``HOLD`` characters. So a card number split over several
+    deltas is whole when it is scanned, while prose flows on at once. A finding that straddles the release point holds the cut
     back to its start. The last ``CONTEXT`` released characters are kept (and
     never sent again) so that detectors needing a preceding word ("SSN") still
     see it. Findings longer than the hold-back (a whole PEM private key) can
@@ -180,9 +181,10 @@ class StreamRedactor:
 
     def feed(self, text: str) -> str:
         self._pending += text
-        if len(self._pending) <= self.HOLD:
+        keep = min(self.HOLD, _unsafe_tail(self._pending))
+        if keep >= len(self._pending):
             return ""
-        return self._release(len(self._pending) - self.HOLD, final=False)
+        return self._release(len(self._pending) - keep, final=False)
 
     def flush(self) -> str:
         return self._release(len(self._pending), final=True) if self._pending else ""
@@ -215,3 +217,15 @@ class StreamRedactor:
             return segment
         self._outcome.changed = True
         return redact(segment, to_redact, card_style=self._guard.policy.card_style)
+
+
+_NUMBER_TAIL = re.compile(r"[0-9][0-9 \-+().\/]*\Z")
+
+
+def _unsafe_tail(text: str) -> int:
+    """How many trailing characters of ``text`` could still be the start of a finding."""
+    match = _NUMBER_TAIL.search(text)
+    start = match.start() if match else len(text)
+    while start > 0 and not text[start - 1].isspace():
+        start -= 1  # the word the number or the unfinished last word belongs to
+    return len(text) - start
