@@ -167,3 +167,12 @@ def test_streamed_answers_with_a_card_come_back_masked(support: Stack, keys: Key
                       {"role": "user", "content": "card [[emulator:card]] [[emulator:words=200]]"}]))
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "4111 1111" not in streamed and "[CARD ••••1111]" in streamed and streamed.endswith(" word199")
+
+
+def test_logs_name_the_detector_never_the_value(stack: Stack, support: Stack) -> None:
+    for target in (stack, support):
+        for name in ("extproc", "envoy"):
+            text = target.processes[name].log.read_text(errors="replace")
+            assert CARD not in text and CARD.replace(" ", "") not in text
+            assert "jane.doe@example.com" not in text
+    assert '"detector": "card"' in support.processes["extproc"].log.read_text()
