@@ -363,7 +363,7 @@ class Gateway:
             return self.response_body(state, b"", end_of_stream=True)
         if state.status == 200 and headers.get("content-type", "").startswith(EVENT_STREAM):
             state.stream = self._stream_translator(state)
-            if state.stream.relays:
+            if state.route.operation is Operation.BEDROCK:
                 return Forward(stream_response=True)  # Bedrock's own stream, content type and all
             return Forward(
                 set_headers=[("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")],
@@ -373,14 +373,16 @@ class Gateway:
         return Forward()
 
     def _stream_translator(self, state: RequestState) -> StreamTranslator:
-        if state.route.operation is Operation.BEDROCK:
-            return EventStreamMeter(state.route.action)
         guard = self._guard(state)
         if guard.inspects_text:
             outcome = state.stream_guardrails = Outcome()
             make_redactor: Callable[[], StreamRedactor] | None = lambda: StreamRedactor(guard, outcome, "answer")
         else:
             make_redactor = None
+        if state.route.operation is Operation.BEDROCK:
+            is_claude = state.model is not None and state.model.is_anthropic
+            converse = state.route.action == "converse-stream"
+            return EventStreamMeter(state.route.action, make_redactor if (is_claude or converse) else None)
         if state.route.operation is Operation.OPENAI_CHAT and state.chat_request is not None:
             return ConverseStreamToChunks(state.chat_request, model=state.response_model,
                                           completion_id=self._completion_id(state), created=int(time.time()),

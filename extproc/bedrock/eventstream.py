@@ -344,3 +344,32 @@ def exception_message(frame: Frame) -> str:
         if isinstance(value, str) and value:
             return value
     return ""
+
+
+def encode_frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """A frame with string headers (all Bedrock sends) and both CRCs.
+
+    The gateway writes frames only on Bedrock-native streams whose text a
+    guardrail changes; re-encoding an unchanged frame gives back its bytes.
+    """
+    encoded = b"".join(
+        bytes([len(name_bytes)]) + name_bytes + bytes([_STRING]) + _U16.pack(len(value_bytes)) + value_bytes
+        for name_bytes, value_bytes in ((n.encode(), v.encode()) for n, v in headers.items())
+    )
+    total = 12 + len(encoded) + len(payload) + 4
+    prelude = _PRELUDE.pack(total, len(encoded), 0)[:8]
+    prelude += _U32.pack(zlib.crc32(prelude))
+    message = prelude + encoded + payload
+    return message + _U32.pack(zlib.crc32(message))
+
+
+def encode_event(event_type: str, payload: bytes) -> bytes:
+    """An ``event`` frame with a JSON payload."""
+    return encode_frame({":event-type": event_type, ":content-type": "application/json", ":message-type": "event"},
+                        payload)
+
+
+def encode_chunk(event: bytes) -> bytes:
+    """An InvokeModelWithResponseStream ``chunk`` frame carrying one model event."""
+    return encode_event("chunk", json.dumps({"bytes": base64.b64encode(event).decode("ascii")},
+                                             separators=(",", ":")).encode())

@@ -10,9 +10,12 @@ fields, or, for streams, the frames decoded as they pass.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from ..bedrock.eventstream import Decoder, EventStreamError, chunk_event
+from .. import jsonwire
+from ..bedrock.eventstream import Decoder, EventStreamError, Frame, chunk_event, encode_chunk, encode_event, encode_frame
+from ..guardrails.enforce import StreamRedactor
 from ..usage import Usage
 from .anthropic_invoke import UsageCounter
 
@@ -46,15 +49,24 @@ def _int(value: str | None) -> int:
 
 
 class EventStreamMeter:
-    """Relays an event stream unchanged while reading a copy for usage."""
+    """Relays an event stream while reading a copy for usage.
 
-    relays = True
+    With a guardrail redactor (``make_redactor``), answer text is redacted in
+    the frames themselves: a frame whose text changed is re-encoded, a block's
+    held-back text is flushed as one more delta frame before its stop frame,
+    and every other frame is re-encoded to the very bytes Bedrock sent (the
+    client still gets a valid ``application/vnd.amazon.eventstream``).
+    Without one, the stream is relayed untouched (``relays``).
+    """
 
-    def __init__(self, action: str) -> None:
+    def __init__(self, action: str, make_redactor: Callable[[], StreamRedactor] | None = None) -> None:
         self._converse = action == "converse-stream"
         self._decoder = Decoder()
         self._anthropic = UsageCounter()
         self._converse_usage = Usage()
+        self._make_redactor = make_redactor
+        self._redactors: dict[object, StreamRedactor] = {}
+        self.relays = make_redactor is None
         self.complete = False
         self.error: str | None = None
 
@@ -69,26 +81,88 @@ class EventStreamMeter:
             frames = self._decoder.feed(chunk)
         except EventStreamError as exc:
             frames, self.error = exc.frames, "stream_corrupt"
+        out = bytearray()
         for frame in frames:
             if frame.message_type != "event":
                 self.error = frame.exception_type or frame.message_type or "stream_error"
+                out += self._pass(frame)
                 break
             try:
-                if self._converse:
-                    if frame.event_type == "metadata":
-                        self._converse_usage = converse_usage(json.loads(frame.payload).get("usage"))
-                        self.complete = True
-                elif frame.event_type == "chunk":
-                    event = json.loads(chunk_event(frame))
-                    self._anthropic.count(event)
-                    # Claude ends with message_stop; every model's last chunk carries the metrics.
-                    self.complete = self.complete or event.get("type") == "message_stop" or _METRICS in event
-            except (EventStreamError, ValueError, AttributeError, RecursionError):
+                out += self._event(frame)
+            except (EventStreamError, ValueError, AttributeError, TypeError, RecursionError):
                 self.error = "stream_corrupt"
                 break
-        return b""
+        return bytes(out)
+
+    def _event(self, frame: Frame) -> bytes:
+        if self._converse:
+            payload = json.loads(frame.payload)
+            if frame.event_type == "metadata":
+                self._converse_usage = converse_usage(payload.get("usage"))
+                self.complete = True
+            elif self._make_redactor is not None and frame.event_type in ("contentBlockDelta", "contentBlockStop"):
+                return self._converse_text(frame, payload)
+            return self._pass(frame)
+        if frame.event_type != "chunk":
+            return self._pass(frame)
+        event = json.loads(chunk_event(frame))
+        self._anthropic.count(event)
+        # Claude ends with message_stop; every model's last chunk carries the metrics.
+        self.complete = self.complete or event.get("type") == "message_stop" or _METRICS in event
+        if self._make_redactor is not None and event.get("type") in ("content_block_delta", "content_block_stop"):
+            return self._anthropic_text(frame, event)
+        return self._pass(frame)
+
+    def _redacted(self, index: object, text: str) -> str:
+        assert self._make_redactor is not None
+        if index not in self._redactors:
+            self._redactors[index] = self._make_redactor()
+        return self._redactors[index].feed(text)
+
+    def _flushed(self, index: object) -> str:
+        redactor = self._redactors.pop(index, None)
+        return redactor.flush() if redactor is not None else ""
+
+    def _anthropic_text(self, frame: Frame, event: dict[str, Any]) -> bytes:
+        index = event.get("index")
+        if event["type"] == "content_block_stop":
+            rest = self._flushed(index)
+            extra = encode_chunk(jsonwire.dumps({"type": "content_block_delta", "index": index,
+                                                 "delta": {"type": "text_delta", "text": rest}})) if rest else b""
+            return extra + self._pass(frame)
+        delta = event.get("delta")
+        if not isinstance(delta, dict) or delta.get("type") != "text_delta" or not isinstance(delta.get("text"), str):
+            return self._pass(frame)
+        text = delta["text"]
+        delta["text"] = self._redacted(index, text)
+        return self._pass(frame) if delta["text"] == text else encode_chunk(jsonwire.dumps(event))
+
+    def _converse_text(self, frame: Frame, payload: dict[str, Any]) -> bytes:
+        index = payload.get("contentBlockIndex")
+        if frame.event_type == "contentBlockStop":
+            rest = self._flushed(index)
+            extra = encode_event("contentBlockDelta", jsonwire.dumps(
+                {"contentBlockIndex": index, "delta": {"text": rest}})) if rest else b""
+            return extra + self._pass(frame)
+        delta = payload.get("delta")
+        if not isinstance(delta, dict) or not isinstance(delta.get("text"), str):
+            return self._pass(frame)
+        text = delta["text"]
+        delta["text"] = self._redacted(index, text)
+        if delta["text"] == text:
+            return self._pass(frame)
+        payload.pop("p", None)
+        return encode_event("contentBlockDelta", jsonwire.dumps(payload))
+
+    def _pass(self, frame: Frame) -> bytes:
+        """A frame unchanged: nothing to write when the whole stream is relayed as it is."""
+        return b"" if self.relays else _reencode(frame)
 
     def finish(self) -> bytes:
         if not self.complete and self.error is None:
             self.error = "stream_truncated"
         return b""
+
+
+def _reencode(frame: Frame) -> bytes:
+    return encode_frame({k: v for k, v in frame.headers.items() if isinstance(v, str)}, frame.payload)

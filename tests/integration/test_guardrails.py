@@ -176,3 +176,24 @@ def test_logs_name_the_detector_never_the_value(stack: Stack, support: Stack) ->
             assert CARD not in text and CARD.replace(" ", "") not in text
             assert "jane.doe@example.com" not in text
     assert '"detector": "card"' in support.processes["extproc"].log.read_text()
+
+
+def test_native_streams_are_redacted_in_their_own_frames(support: Stack, keys: Keys) -> None:
+    """boto3 (and Claude Code's Bedrock mode) still get a valid event stream, with the card masked."""
+    client = boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=support.url,
+                          aws_access_key_id="AKIDCLIENT0000000000", aws_secret_access_key="client")
+    client.meta.events.register("before-send.bedrock-runtime.*",
+                                lambda request, **_: request.headers.__setitem__("x-api-key", keys.alpha))
+    prompt = "card [[emulator:card]] [[emulator:words=100]]"
+    answer = client.invoke_model_with_response_stream(modelId=HAIKU, body=json.dumps({
+        "anthropic_version": "bedrock-2023-05-31", "max_tokens": 1000,
+        "messages": [{"role": "user", "content": prompt}]}))
+    events = [json.loads(e["chunk"]["bytes"]) for e in answer["body"]]
+    text = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
+    assert "4111 1111" not in text and "[CARD ••••1111]" in text and text.endswith(" word99")
+    assert events[-1]["type"] == "message_stop"
+
+    stream = client.converse_stream(modelId=HAIKU, messages=[{"role": "user", "content": [{"text": prompt}]}])
+    pieces = [e["contentBlockDelta"]["delta"]["text"] for e in stream["stream"] if "contentBlockDelta" in e]
+    converse_text = "".join(pieces)
+    assert "4111 1111" not in converse_text and "[CARD ••••1111]" in converse_text
