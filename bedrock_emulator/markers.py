@@ -11,6 +11,7 @@ emulator through the prompt, so faults are requested there::
     [[emulator:words=1500]]                        a long answer: that many extra words (streams: many deltas)
     [[emulator:cache=1000,200]]                    report that many cache-read and cache-write input tokens
     [[emulator:card]]                              the answer quotes a (test) payment card number
+    [[emulator:guardrail]]                         a Bedrock Guardrail intervenes (stop reason guardrail_intervened)
 
 Markers are found anywhere in the system prompt or message text (``tool``
 only in the last user message). A misspelt marker is a 400, so a test never
@@ -41,6 +42,7 @@ class Markers:
     cache_read: int = 0
     cache_write: int = 0
     card: bool = False
+    guardrail: bool = False
 
 
 def _exception_name(value: str | None, marker: str) -> str:
@@ -54,7 +56,7 @@ def _exception_name(value: str | None, marker: str) -> str:
 def scan(text: str) -> Markers:
     error = stream_exception = None
     slow_ms = words = cache_read = cache_write = 0
-    drop = card = False
+    drop = card = guardrail = False
     for match in MARKER.finditer(text):
         kind, value = match.group(1), match.group(2)
         if kind == "error":
@@ -71,6 +73,8 @@ def scan(text: str) -> Markers:
             drop = True
         elif kind == "card" and value is None:
             card = True
+        elif kind == "guardrail" and value is None:
+            guardrail = True
         elif kind == "words":
             if value is None or not value.isdigit() or not 0 < int(value) <= _MAX_WORDS:
                 raise validation(f"Emulator marker [[emulator:words=N]] needs 1 to {_MAX_WORDS} words, got {value!r}")
@@ -82,7 +86,7 @@ def scan(text: str) -> Markers:
             cache_read, cache_write = int(cache.group(1)), int(cache.group(2))
         elif kind != "tool":
             raise validation(f"Unknown emulator marker: {match.group(0)}")
-    return Markers(error, slow_ms, stream_exception, drop, words, cache_read, cache_write, card)
+    return Markers(error, slow_ms, stream_exception, drop, words, cache_read, cache_write, card, guardrail)
 
 
 def requested_tool(last_user_text: str) -> str | None:

@@ -106,6 +106,8 @@ def compose(prompt: Prompt, model_key: str, found: markers.Markers = markers.Mar
         text += "".join(f" word{i}" for i in range(found.words))
 
     stop_reason = "tool_use" if tool_call else "end_turn"
+    if found.guardrail:  # what Bedrock answers when a guardrail blocks the exchange
+        text, tool_call, stop_reason = "Sorry, the model cannot answer this question.", None, "guardrail_intervened"
     stop_sequence = None
     cuts = [(text.find(s), s) for s in prompt.stop_sequences if s in text]
     if cuts:

@@ -197,3 +197,10 @@ def test_native_streams_are_redacted_in_their_own_frames(support: Stack, keys: K
     pieces = [e["contentBlockDelta"]["delta"]["text"] for e in stream["stream"] if "contentBlockDelta" in e]
     converse_text = "".join(pieces)
     assert "4111 1111" not in converse_text and "[CARD ••••1111]" in converse_text
+
+
+def test_bedrock_guardrail_intervention_is_a_content_filter_finish(support: Stack, keys: Keys) -> None:
+    completion = openai.OpenAI(base_url=f"{support.url}/v1", api_key=keys.alpha, max_retries=0).chat.completions.create(
+        model="haiku", messages=[{"role": "user", "content": "something off-limits [[emulator:guardrail]]"}])
+    assert completion.choices[0].finish_reason == "content_filter"
+    assert completion.choices[0].message.content == "Sorry, the model cannot answer this question."
