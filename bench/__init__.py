@@ -20,4 +20,13 @@ small asyncio client, :mod:`bench.streaming` and :mod:`bench.cpu`).
 (b) − (a) is the floor any Python ext_proc pays for its gRPC round trips; (c)
 − (a) is what the gateway pays. Their ratio is the number we hold ourselves
 to (target ≤ 1.3).
+
+Guardrails, two more parts: what each guardrail policy costs per KB of
+request in-process, no servers (:mod:`bench.guardcost` on the bodies of
+:mod:`bench.guardtext`), and the latency the default policy adds, (c) against
+a fourth set-up started only for it:
+
+(d) ``unguarded`` the gateway again, with ``guardrail_policies.default``
+    configured without detectors; the same Anthropic request as (c), with a
+    1 KiB and a 32 KiB prompt, with ``wrk``.
 """

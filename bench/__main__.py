@@ -1,9 +1,12 @@
-"""``python -m bench``: start the three set-ups, check them, measure them interleaved, report.
+"""``python -m bench``: time the guardrails in-process, start the set-ups, check them, measure them interleaved, report.
 
 Order of work, and why:
 
+0. ``guardrail-cost``: the guardrail policies timed in this process
+   (:mod:`bench.guardcost`), before any server starts, so none competes for the CPU;
 1. start (c), (b), (a) at once on free ports (:mod:`bench.setups`), so rounds
-   interleave without restarts;
+   interleave without restarts; for ``guardrail-latency`` also (d), the
+   gateway with guardrails off (only (c) and (d) when it is the only part with servers);
 2. send each request the run will measure through each set-up once and check
    the answer, and check with the emulator's request log that (a), (b) and
    (c) made it do the same thing (same path, body bytes and signed headers):
@@ -18,6 +21,9 @@ Order of work, and why:
      token at each ``--ttft-concurrency``;
    * ``cpu``: a long streamed answer, paced, for ``--cpu-seconds``; CPU of
      the ext_proc process and of Envoy per 1,000 events (:mod:`bench.cpu`);
+   * ``guardrail-latency``: non-streaming ``/v1/messages`` with a 1 KiB and a
+     32 KiB prompt through (c) and (d) in turn, with wrk, at each ``--concurrency``
+     (step 2 also checks that (c) refuses a card number and (d) lets it through);
 
 5. print the results as markdown on stdout, write them with every raw run to
    ``var/bench/results.json``. Progress goes to stderr. ``--report FILE``
@@ -45,16 +51,18 @@ from typing import Any
 
 from devstack import ROOT
 
-from . import cpu, report, setups, streaming, wrk
-from .payload import (APIS, LONG_ANSWER_WORDS, MESSAGES, PACE_MS, PLAIN, PROMPT_BYTES, STREAM, STREAM_LONG,
-                      HttpRequest, Workload)
-from .report import CpuRun, Run, TtftRun
+from . import cpu, guardcost, report, setups, streaming, wrk
+from .payload import (APIS, GUARDED, LONG_ANSWER_WORDS, MESSAGES, MODEL, PACE_MS, PLAIN, PROMPT_BYTES, STREAM,
+                      STREAM_LONG, HttpRequest, Workload)
+from .report import CpuRun, GuardRun, Run, TtftRun
 from .setups import Setup
 
 OUT_DIR = ROOT / "var" / "bench"
 WARMUP_SECONDS = 2
-PARTS = ("messages", "chat", "ttft", "cpu")
-ALIASES = {"stream": ("ttft", "cpu"), "all": PARTS}
+PARTS = ("messages", "chat", "ttft", "cpu", "guardrail-cost", "guardrail-latency")
+ALIASES = {"stream": ("ttft", "cpu"), "guardrails": ("guardrail-cost", "guardrail-latency"), "all": PARTS}
+COMPARED = "abc"
+"""The set-ups of the parts messages, chat, ttft and cpu; guardrail-latency compares (c) and (d)."""
 
 
 def _integers(text: str, parser: argparse.ArgumentParser, option: str) -> list[int]:
@@ -70,8 +78,9 @@ def _integers(text: str, parser: argparse.ArgumentParser, option: str) -> list[i
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="all", metavar="PART,PART",
-                        help="parts to run: messages, chat (non-streaming, wrk), ttft, cpu (streaming); "
-                             "'stream' = ttft,cpu (default: all)")
+                        help="parts to run: messages, chat (non-streaming, wrk), ttft, cpu (streaming), "
+                             "guardrail-cost (in-process), guardrail-latency (wrk); 'stream' = ttft,cpu, "
+                             "'guardrails' = guardrail-cost,guardrail-latency (default: all)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every part (default 3)")
     parser.add_argument("--duration", type=int, default=8, metavar="SECONDS",
                         help="length of each wrk run (default 8)")
@@ -85,12 +94,14 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="length of each CPU run (default 5)")
     parser.add_argument("--cpu-concurrency", type=int, default=8, metavar="N",
                         help="concurrent streams in the CPU runs (default 8)")
+    parser.add_argument("--guard-repeats", type=int, default=7, metavar="N",
+                        help="repetitions of the in-process guardrail timings (default 7)")
     parser.add_argument("--report", type=Path, metavar="RESULTS_JSON",
                         help="run nothing: print the tables of a saved results.json from its raw runs "
                              "(and refresh the cells and summaries it holds)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (under a minute): 1 round, wrk runs of 1 s, 30 streams per TTFT cell, "
-                             "CPU runs of 1 s")
+                             "CPU runs of 1 s, 3 repetitions of the guardrail timings")
     args = parser.parse_args(argv)
     parts: list[str] = []
     for name in (n.strip() for n in args.only.split(",") if n.strip()):
@@ -103,10 +114,13 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     args.warmup = WARMUP_SECONDS
     if args.quick:
         args.rounds, args.duration, args.warmup, args.ttft_requests, args.cpu_seconds = 1, 1, 1, 30, 1.0
+        args.guard_repeats = 3
     args.concurrency = _integers(args.concurrency, parser, "--concurrency")
     args.ttft_concurrency = _integers(args.ttft_concurrency, parser, "--ttft-concurrency")
-    if min(args.duration, args.rounds, args.ttft_requests, args.cpu_concurrency) < 1 or args.cpu_seconds <= 0:
-        parser.error("--duration, --rounds, --ttft-requests, --cpu-concurrency and --cpu-seconds must be positive")
+    if (min(args.duration, args.rounds, args.ttft_requests, args.cpu_concurrency, args.guard_repeats) < 1
+            or args.cpu_seconds <= 0):
+        parser.error("--duration, --rounds, --ttft-requests, --cpu-concurrency, --cpu-seconds and --guard-repeats "
+                     "must be positive")
     return args
 
 
@@ -158,7 +172,7 @@ def _answer_problem(setup: Setup, workload: Workload, body: bytes) -> str | None
         return "not a JSON object"
     if workload.api == MESSAGES:  # InvokeModel returns the Anthropic message itself
         return None if message.get("type") == "message" else "not an Anthropic message"
-    if setup.key == "c":
+    if setup.key in ("c", "d"):
         return None if message.get("object") == "chat.completion" else "not an OpenAI chat completion"
     return None if "message" in message.get("output", {}) else "not a Converse answer"
 
@@ -191,6 +205,25 @@ def check(all_setups: list[Setup], workloads: list[Workload]) -> None:
                 )
 
 
+_CARD_PROMPT = "Please charge the order to my card 4692 7925 1656 5972, thanks."
+"""A card number the default policy blocks (a corpus case)."""
+
+
+def check_guardrails(gateway: Setup, unguarded: Setup) -> None:
+    """(c) must refuse a card number (its default policy is on) and (d) must let it through (guardrails off):
+    otherwise (c) − (d) would not measure the guardrails."""
+    body = json.dumps({"model": MODEL, "max_tokens": 16,
+                       "messages": [{"role": "user", "content": _CARD_PROMPT}]}).encode()
+    for setup, expected in ((gateway, 400), (unguarded, 200)):
+        request = setup.request(GUARDED[PROMPT_BYTES])
+        status, answer = _send(setup.url, HttpRequest(request.method, request.path, request.headers, body))
+        if status != expected or (expected == 400 and b"card" not in answer):
+            raise SystemExit(f"bench: {setup.label} answered a card number with status {status}, expected {expected}"
+                             f"{' (naming card data)' if expected == 400 else ''}:\n"
+                             f"{answer[:2000].decode(errors='replace')}\nlogs: {setup.stack.workdir}")
+    _emulator(gateway, "DELETE")
+
+
 # -- non-streaming, wrk -------------------------------------------------------------------------------
 
 
@@ -218,6 +251,35 @@ def measure_wrk(all_setups: list[Setup], apis: list[str], concurrency: list[int]
                     runs.append(Run(api, setup.key, n, round_no, result))
                     _progress(f"{api} c={n} round {round_no}/{rounds} {setup.label}: p50 {result.p50_ms:.2f} ms, "
                               f"p99 {result.p99_ms:.2f} ms, {result.requests_per_s:.0f} req/s")
+    return runs
+
+
+def measure_guarded(compared: list[Setup], concurrency: list[int], rounds: int, seconds: int, warmup: int,
+                    workdir: Path) -> list[GuardRun]:
+    """Each prompt size of :data:`GUARDED` through (c) and (d) in turn, with wrk."""
+    wrk_bin = wrk.ensure_wrk()
+    scripts = workdir / "wrk"
+    scripts.mkdir(parents=True, exist_ok=True)
+    for size, workload in GUARDED.items():
+        for setup in compared:
+            _progress(f"warm-up guardrails {size} B {setup.label}: {warmup}s at concurrency {max(concurrency)}")
+            wrk.run(wrk_bin, setup.url, setup.request(workload), max(concurrency), warmup,
+                    scripts / f"warmup-guarded-{size}-{setup.key}.lua")
+    runs = []
+    for n in concurrency:
+        for round_no in range(1, rounds + 1):
+            for size, workload in GUARDED.items():
+                for setup in compared:
+                    script = scripts / f"guarded-{size}-c{n}-r{round_no}-{setup.key}.lua"
+                    try:
+                        result = wrk.run(wrk_bin, setup.url, setup.request(workload), n, seconds, script)
+                    except wrk.WrkError as exc:
+                        raise SystemExit(f"bench: guardrails, {size} B prompt, {setup.label} at concurrency {n}: "
+                                         f"{exc}\nlogs: {setup.stack.workdir}")
+                    runs.append(GuardRun(size, setup.key, n, round_no, result))
+                    _progress(f"guardrails {size} B c={n} round {round_no}/{rounds} {setup.label}: "
+                              f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+                              f"{result.requests_per_s:.0f} req/s")
     return runs
 
 
@@ -357,8 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (`cmd &`)
     wrk_apis = [api for api in APIS if api in args.parts]  # the parts "messages" and "chat" are the API names
-    if wrk_apis:
+    guard_latency = "guardrail-latency" in args.parts
+    if wrk_apis or guard_latency:
         wrk.ensure_wrk()  # before starting anything: a missing wrk should cost nothing
+    keys = COMPARED if set(args.parts) & {"messages", "chat", "ttft", "cpu"} else ""
+    keys = "".join(sorted(set(keys + ("cd" if guard_latency else ""))))
     workloads = [PLAIN[api] for api in wrk_apis]
     workloads += [STREAM[api] for api in APIS] if "ttft" in args.parts else []
     workloads += [STREAM_LONG[api] for api in APIS] if "cpu" in args.parts else []
@@ -369,23 +434,47 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     ttft_runs: list[TtftRun] = []
     cpu_runs: list[CpuRun] = []
+    guard_cost: dict[str, Any] | None = None
+    guard_runs: list[GuardRun] = []
+    guard_inprocess: dict[int, float] = {}
+    labels: dict[str, str] = {}
+    ports: dict[str, int] = {}
     try:
-        _progress(f"starting the three set-ups (logs in {workdir}); parts: {', '.join(args.parts)}")
-        with setups.running(workdir) as all_setups:
-            check(all_setups, workloads)
-            _progress(f"all three set-ups answer {len(workloads)} kinds of request, and give the emulator the same")
-            if wrk_apis:
-                runs = measure_wrk(all_setups, wrk_apis, args.concurrency, args.rounds, args.duration, args.warmup,
-                                   workdir)
-            if "ttft" in args.parts:
-                ttft_runs = measure_ttft(all_setups, list(APIS), args.ttft_concurrency, args.rounds,
-                                         args.ttft_requests)
-            if "cpu" in args.parts:
-                cpu_runs = measure_cpu(all_setups, list(APIS), args.rounds, args.cpu_seconds, args.cpu_concurrency,
-                                       0 if args.quick else 1.0)
-            labels = {s.key: s.label for s in all_setups}
-            ports = {s.key: s.stack.ports.gateway for s in all_setups}
-            _progress("stopping")
+        _progress(f"parts: {', '.join(args.parts)}")
+        if "guardrail-cost" in args.parts:  # in this process, before any server starts
+            _progress(f"guardrail cost: {args.guard_repeats} repetitions of every policy on every body")
+            guard_cost = guardcost.measure(args.guard_repeats, _progress)
+        if keys:
+            _progress(f"starting set-ups {', '.join(f'({k})' for k in keys)} (logs in {workdir})")
+            with setups.running(workdir, keys) as all_setups:
+                compared = [s for s in all_setups if s.key in COMPARED]
+                if workloads:
+                    check(compared, workloads)
+                    _progress(f"(a), (b) and (c) answer {len(workloads)} kinds of request, and give the emulator "
+                              "the same")
+                if guard_latency:
+                    guarded = [s for s in all_setups if s.key in "cd"]
+                    check(guarded, list(GUARDED.values()))
+                    check_guardrails(*guarded)
+                    _progress("(c) and (d) give the emulator the same for each prompt; (c) refuses a card number, "
+                              "(d) lets it through")
+                if wrk_apis:
+                    runs = measure_wrk(compared, wrk_apis, args.concurrency, args.rounds, args.duration,
+                                       args.warmup, workdir)
+                if "ttft" in args.parts:
+                    ttft_runs = measure_ttft(compared, list(APIS), args.ttft_concurrency, args.rounds,
+                                             args.ttft_requests)
+                if "cpu" in args.parts:
+                    cpu_runs = measure_cpu(compared, list(APIS), args.rounds, args.cpu_seconds,
+                                           args.cpu_concurrency, 0 if args.quick else 1.0)
+                if guard_latency:
+                    guard_runs = measure_guarded(guarded, args.concurrency, args.rounds, args.duration, args.warmup,
+                                                 workdir)
+                    guard_inprocess = {size: guardcost.request_ms(workload.client_body())
+                                       for size, workload in GUARDED.items()}
+                labels = {s.key: s.label for s in all_setups}
+                ports = {s.key: s.stack.ports.gateway for s in all_setups}
+                _progress("stopping")
     except (KeyboardInterrupt, _Terminated) as exc:
         _progress("interrupted; everything started has been stopped")
         return 128 + (signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
@@ -399,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
                      "concurrency": args.concurrency, "warmup_s": args.warmup, "prompt_bytes": PROMPT_BYTES,
                      "ttft_requests": args.ttft_requests, "ttft_concurrency": args.ttft_concurrency,
                      "cpu_seconds": args.cpu_seconds, "cpu_concurrency": args.cpu_concurrency,
-                     "cpu_pace_ms": PACE_MS, "cpu_answer_words": LONG_ANSWER_WORDS, "ports": ports},
+                     "cpu_pace_ms": PACE_MS, "cpu_answer_words": LONG_ANSWER_WORDS,
+                     "guard_repeats": args.guard_repeats, "guarded_prompt_bytes": list(GUARDED), "ports": ports},
         "setups": labels,
     }
     if runs:
@@ -409,6 +499,13 @@ def main(argv: list[str] | None = None) -> int:
         results["ttft"] = {"runs": [r.as_dict() for r in ttft_runs]}
     if cpu_runs:
         results["cpu"] = {"runs": [vars(r) for r in cpu_runs]}
+    if guard_cost:
+        results["guardrail_cost"] = guard_cost
+    if guard_runs:
+        results["guardrail_latency"] = {"inprocess_request_ms": guard_inprocess,
+                                        "runs": [{"prompt_bytes": r.prompt_bytes, "setup": r.setup,
+                                                  "concurrency": r.concurrency, "round": r.round,
+                                                  **r.result.as_dict()} for r in guard_runs]}
     print(render(results))
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUT_DIR / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
@@ -444,6 +541,20 @@ def render(results: dict[str, Any]) -> str:
         sections.append(report.cpu_markdown(table_cpu, overheads_cpu, settings["cpu_concurrency"],
                                             settings["cpu_pace_ms"], settings["cpu_answer_words"]))
         results["cpu"].update(cells=[c.as_dict() for c in table_cpu], summary=overheads_cpu)
+    if results.get("guardrail_cost"):
+        cost = results["guardrail_cost"]
+        table_cost = guardcost.cells(cost)
+        sections.append(guardcost.markdown(table_cost, cost))
+        cost.update(cells=[vars(c) for c in table_cost], summary=guardcost.summary(table_cost))
+    if results.get("guardrail_latency"):
+        guard_runs = [GuardRun(r["prompt_bytes"], r["setup"], r["concurrency"], r["round"],
+                               wrk.WrkResult(r["p50_ms"], r["p99_ms"], r["requests_per_s"], r["requests"]))
+                      for r in results["guardrail_latency"]["runs"]]
+        table_guard = report.guard_cells(guard_runs, labels)
+        inprocess = {int(size): ms for size, ms in results["guardrail_latency"].get("inprocess_request_ms", {}).items()}
+        overheads_guard = report.guard_summary(table_guard, inprocess)
+        sections.append(report.guard_markdown(table_guard, overheads_guard))
+        results["guardrail_latency"].update(cells=[vars(c) for c in table_guard], summary=overheads_guard)
     return "\n\n".join(sections)
 
 

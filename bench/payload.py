@@ -95,15 +95,17 @@ class Workload:
     stream: bool = False
     long_answer: bool = False
     """A long answer, its frames paced (:func:`long_answer_prompt`)."""
+    prompt_bytes: int = PROMPT_BYTES
 
     @property
     def name(self) -> str:
         kind = "stream-long" if self.long_answer else "stream" if self.stream else "plain"
-        return f"{self.api}/{kind}"
+        size = "" if self.prompt_bytes == PROMPT_BYTES else f"/{self.prompt_bytes // 1024}KiB"
+        return f"{self.api}/{kind}{size}"
 
     @property
     def prompt(self) -> str:
-        return long_answer_prompt() if self.long_answer else prompt()
+        return long_answer_prompt(self.prompt_bytes) if self.long_answer else prompt(self.prompt_bytes)
 
     @property
     def max_tokens(self) -> int:
@@ -178,3 +180,7 @@ STREAM = {api: Workload(api, stream=True) for api in APIS}
 """Streaming, the same prompt as :data:`PLAIN`: time to first token."""
 STREAM_LONG = {api: Workload(api, stream=True, long_answer=True) for api in APIS}
 """Streaming, a long answer, frames paced: CPU per event."""
+GUARDED_PROMPT_BYTES = (PROMPT_BYTES, 32 * 1024)
+GUARDED = {size: Workload(MESSAGES, prompt_bytes=size) for size in GUARDED_PROMPT_BYTES}
+"""Non-streaming ``/v1/messages``, a 1 KiB and a 32 KiB prompt: the default guardrail policy's added latency
+(gateway (c) against the same gateway with guardrails off, (d)); the prompt has nothing a detector finds."""

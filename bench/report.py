@@ -12,6 +12,11 @@ requests a round by default); a cell is the median over rounds, like wrk's, so
 one disturbed round moves nothing (the percentiles of all rounds pooled are
 kept in the JSON too). Added TTFT is again against (a), and judged the same way.
 
+Guardrail latency (wrk): the gateway with its default guardrail policy (c)
+against the same gateway with guardrails off (d), cells as for the
+non-streaming requests (median over rounds), and (c) − (d): what the default
+policy adds.
+
 CPU: each round gives CPU milliseconds per 1,000 events the client received
 (and per stream); a cell is the median over rounds, like wrk's. The
 comparison across set-ups is made per stream (the same streams, the same
@@ -395,4 +400,91 @@ def cpu_markdown(table: list[CpuCell], overheads: list[dict[str, Any]], concurre
               f"| {ratio(s['extproc_gateway_over_noop'])} | {s['envoy_noop_added_ms_per_1k']:+.1f} "
               f"| {s['envoy_gateway_added_ms_per_1k']:+.1f} | {s['noop_added_ms_per_1k']:+.1f} "
               f"| {s['gateway_added_ms_per_1k']:+.1f} | {ratio(s['added_cpu_ratio'])} |" for s in overheads]
+    return "\n".join(lines)
+
+
+# -- guardrails: the default policy's added latency (wrk) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuardRun:
+    prompt_bytes: int
+    setup: str
+    concurrency: int
+    round: int
+    result: WrkResult
+
+
+@dataclass(frozen=True)
+class GuardCell:
+    prompt_bytes: int
+    setup: str
+    label: str
+    concurrency: int
+    p50_ms: float
+    p99_ms: float
+    requests_per_s: float
+
+
+def guard_cells(runs: list[GuardRun], labels: dict[str, str]) -> list[GuardCell]:
+    """Median per (prompt size, concurrency, set-up), smaller prompts first."""
+    keys = sorted(dict.fromkeys((r.prompt_bytes, r.concurrency, r.setup) for r in runs),
+                  key=lambda k: (k[0], k[1], k[2]))
+    out = []
+    for size, concurrency, setup in keys:
+        mine = [r.result for r in runs if (r.prompt_bytes, r.concurrency, r.setup) == (size, concurrency, setup)]
+        out.append(GuardCell(size, setup, labels[setup], concurrency,
+                             statistics.median(r.p50_ms for r in mine),
+                             statistics.median(r.p99_ms for r in mine),
+                             statistics.median(r.requests_per_s for r in mine)))
+    return out
+
+
+def guard_summary(table: list[GuardCell], inprocess_ms: dict[int, float]) -> list[dict[str, Any]]:
+    """Per prompt size and concurrency: what the default policy (c) adds over guardrails off (d), next to what
+    parsing and inspecting the request costs in-process (``inprocess_ms``, by prompt size)."""
+    out = []
+    for size, concurrency in dict.fromkeys((c.prompt_bytes, c.concurrency) for c in table):
+        by = {c.setup: c for c in table if (c.prompt_bytes, c.concurrency) == (size, concurrency)}
+        c, d = by["c"], by["d"]
+        out.append({
+            "prompt_bytes": size,
+            "concurrency": concurrency,
+            "guardrails_added_p50_ms": c.p50_ms - d.p50_ms,
+            "guardrails_added_p99_ms": c.p99_ms - d.p99_ms,
+            "guarded_over_unguarded_latency_p50": c.p50_ms / d.p50_ms,
+            "guarded_over_unguarded_throughput": c.requests_per_s / d.requests_per_s,
+            "inprocess_request_ms": inprocess_ms.get(size),
+        })
+    return out
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:g} KiB"
+
+
+def guard_markdown(table: list[GuardCell], overheads: list[dict[str, Any]]) -> str:
+    lines = ["### Guardrails: added latency of the default policy (wrk)", "",
+             "Non-streaming `/v1/messages` with a short answer, through the gateway as shipped, its default "
+             "guardrail policy on (c), and through the same gateway with guardrails off (d: "
+             "`guardrail_policies.default.detectors: {}`); prompts of plain prose with nothing to find; "
+             "each cell is the median over rounds.", "",
+             "| prompt | set-up | concurrency | p50 ms | p99 ms | requests/s |",
+             "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    labels = {"c": "(c) gateway, default policy"}
+    lines += [f"| {_kib(c.prompt_bytes)} | {labels.get(c.setup, c.label)} | {c.concurrency} | {c.p50_ms:.2f} "
+              f"| {c.p99_ms:.2f} | {c.requests_per_s:.0f} |" for c in table]
+    lines += ["", "What the default guardrail policy adds: (c) − (d), (c) against (d), and, for scale, what parsing "
+              "and inspecting that request body with the default policy takes in the benchmark's own process.", "",
+              "| prompt | concurrency | (c)−(d) p50 ms | (c)−(d) p99 ms | (c)/(d) p50 latency "
+              "| (c)/(d) throughput | in-process ms |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def ms(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2f}"
+
+    lines += [f"| {_kib(s['prompt_bytes'])} | {s['concurrency']} | {_signed(s['guardrails_added_p50_ms'])} "
+              f"| {_signed(s['guardrails_added_p99_ms'])} | {s['guarded_over_unguarded_latency_p50']:.2f} "
+              f"| {s['guarded_over_unguarded_throughput']:.2f} | {ms(s['inprocess_request_ms'])} |"
+              for s in overheads]
     return "\n".join(lines)

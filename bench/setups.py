@@ -1,17 +1,20 @@
-"""The three set-ups, started side by side on free ports and sharing one emulator.
+"""The set-ups, started side by side on free ports and sharing one emulator.
 
-All of them run at once so that rounds can interleave a, b, c without
+All of them run at once so that rounds can interleave a, b, c (and c, d) without
 restarts (the machine is shared: interleaving spreads its noise evenly).
 Every process is a :class:`devstack.Stack` child, so starting, logging and
 stopping are the same code ``make run`` and the tests use; this module only
-decides what each Envoy runs:
+decides what each Envoy (and gateway) runs:
 
 (a) envoy.yaml with the ports changed (:func:`devstack.envoy_config`) and
     then the ext_proc filter removed, derived here at run time so that no
     second copy of the bootstrap lives in git;
 (b) envoy.yaml with the ports changed, its extproc cluster pointing at
     :mod:`bench.noop_extproc`;
-(c) the real stack, with a keys file holding one freshly minted key.
+(c) the real stack, with a keys file holding one freshly minted key;
+(d) only for the guardrail-latency part: the real gateway again (its own Envoy and
+    extproc, (c)'s emulator), its configuration the built-in one but for
+    ``guardrail_policies.default`` with no detectors: guardrails off.
 """
 
 from __future__ import annotations
@@ -25,18 +28,20 @@ from typing import Any
 
 import yaml
 
-from devstack import Ports, Stack, envoy_config
+from devstack import EMULATOR_ACCESS_KEY_ID, EMULATOR_SECRET_ACCESS_KEY, Ports, Stack, envoy_config
 from extproc.keys import mint_key
 
 from .payload import HttpRequest, Workload
 
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+GUARDRAILS_OFF = {"guardrail_policies": {"default": {"detectors": {}}}}
+"""Set-up (d)'s gateway configuration: the built-in one, but the default guardrail policy has no detectors."""
 
 
 @dataclass
 class Setup:
     key: str
-    """``a``, ``b`` or ``c``."""
+    """``a``, ``b``, ``c`` or ``d``."""
     label: str
     stack: Stack
     request: Callable[[Workload], HttpRequest]
@@ -110,18 +115,41 @@ def _starting(stack: Stack, what: str, cleanup: contextlib.ExitStack) -> Iterato
         raise RuntimeError(f"set-up {what} did not start ({exc}); logs:\n{logs}") from None
 
 
-def start_gateway(workdir: Path, cleanup: contextlib.ExitStack) -> Setup:
-    """(c): Envoy + extproc + the emulator all three set-ups share."""
+def _keys_file(workdir: Path) -> tuple[str, Path]:
+    """A freshly minted API key, and the keys file (in ``workdir``) that holds it."""
     workdir.mkdir(parents=True, exist_ok=True)
     api_key = mint_key()
     keys_file = workdir / "keys.yaml"
     keys_file.write_text(f"bench: {api_key}\n")
     keys_file.chmod(0o600)
+    return api_key, keys_file
+
+
+def start_gateway(workdir: Path, cleanup: contextlib.ExitStack) -> Setup:
+    """(c): Envoy + extproc + the emulator all set-ups share."""
+    api_key, keys_file = _keys_file(workdir)
     # The built-in catalogue and default policy: a GATEWAY_CONFIG from the caller's shell must not change them.
     stack = Stack(workdir=workdir, ports=Ports.free(), env={"GATEWAY_KEYS_FILE": str(keys_file), "GATEWAY_CONFIG": None})
     cleanup.callback(stack.stop)
     stack.start()  # stops what it started and shows the logs if it fails
     return Setup("c", "(c) gateway", stack, lambda workload: workload.gateway_request(api_key))
+
+
+def start_unguarded(workdir: Path, emulator_url: str, cleanup: contextlib.ExitStack) -> Setup:
+    """(d): the gateway as (c), against (c)'s emulator, with :data:`GUARDRAILS_OFF` as its configuration."""
+    api_key, keys_file = _keys_file(workdir)
+    config = workdir / "gateway.yaml"
+    config.write_text(yaml.safe_dump(GUARDRAILS_OFF, sort_keys=False))
+    env: dict[str, str | None] = {
+        "GATEWAY_KEYS_FILE": str(keys_file), "GATEWAY_CONFIG": str(config),
+        # What Stack gives an extproc whose emulator it starts itself (see Stack.extproc_env).
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator_url, "AWS_ACCESS_KEY_ID": EMULATOR_ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": EMULATOR_SECRET_ACCESS_KEY, "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None,
+    }
+    stack = Stack(workdir=workdir, ports=Ports.free(), env=env, with_emulator=False)
+    cleanup.callback(stack.stop)
+    stack.start()
+    return Setup("d", "(d) gateway, guardrails off", stack, lambda workload: workload.gateway_request(api_key))
 
 
 def start_noop(workdir: Path, emulator_authority: str, cleanup: contextlib.ExitStack) -> Setup:
@@ -145,14 +173,20 @@ def start_direct(workdir: Path, emulator_authority: str, cleanup: contextlib.Exi
 
 
 @contextlib.contextmanager
-def running(workdir: Path) -> Iterator[list[Setup]]:
-    """Start (c), then (b) and (a) against (c)'s emulator; stop them all on the way out, however it goes.
+def running(workdir: Path, keys: str = "abc") -> Iterator[list[Setup]]:
+    """Start (c), then those of (d), (b) and (a) in ``keys`` against (c)'s emulator; stop them all on the way
+    out, however it goes. The set-ups come in the order a, b, c, d.
 
-    Stops run in reverse: (a), (b), then (c), whose emulator the others use.
+    Stops run in reverse: (a), (b), (d), then (c), whose emulator the others use.
     """
     with contextlib.ExitStack() as cleanup:
         gateway = start_gateway(workdir / "c-gateway", cleanup)
         emulator = f"127.0.0.1:{gateway.stack.ports.emulator}"
-        noop = start_noop(workdir / "b-noop", emulator, cleanup)
-        direct = start_direct(workdir / "a-direct", emulator, cleanup)
-        yield [direct, noop, gateway]
+        started = {"c": gateway}
+        if "d" in keys:
+            started["d"] = start_unguarded(workdir / "d-unguarded", gateway.stack.emulator_url, cleanup)
+        if "b" in keys:
+            started["b"] = start_noop(workdir / "b-noop", emulator, cleanup)
+        if "a" in keys:
+            started["a"] = start_direct(workdir / "a-direct", emulator, cleanup)
+        yield [started[k] for k in sorted(started)]

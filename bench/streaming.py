@@ -181,7 +181,7 @@ class ConverseFrames(_Frames):
 
 def reader_for(setup_key: str, api: str) -> Callable[[], Events]:
     """The event reader for what set-up ``setup_key``'s client receives on ``api``."""
-    if setup_key == "c":
+    if setup_key in ("c", "d"):  # the gateway, with or without guardrails
         return AnthropicSse if api == MESSAGES else OpenAiSse
     return InvokeFrames if api == MESSAGES else ConverseFrames
 

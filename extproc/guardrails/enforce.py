@@ -85,7 +85,7 @@ class Guard:
         if blocked is not None:
             outcome.refusal = GatewayError(
                 400, Kind.INVALID_REQUEST,
-                f"blocked by guardrail policy '{self.name}': the request contains "
+                f"guardrail_{blocked.detector}: blocked by guardrail policy '{self.name}': the request contains "
                 f"{blocked.detector.replace('_', ' ')} data (at {blocked.path})",
                 code=f"guardrail_{blocked.detector}",
             )
@@ -97,7 +97,8 @@ class Guard:
         limit = self.policy.max_prompt_chars
         if limit is not None and text_chars > limit:
             return GatewayError(400, Kind.INVALID_REQUEST,
-                                f"the prompt has {text_chars} characters; policy '{self.name}' allows {limit}",
+                                f"guardrail_max_prompt_chars: the prompt has {text_chars} characters; "
+                                f"policy '{self.name}' allows {limit}",
                                 code="guardrail_max_prompt_chars")
         cap = self.policy.max_tokens
         inference = body.get("inferenceConfig")
@@ -105,7 +106,8 @@ class Guard:
                       inference.get("maxTokens") if isinstance(inference, dict) else None):
             if cap is not None and isinstance(value, int) and value > cap:
                 return GatewayError(400, Kind.INVALID_REQUEST,
-                                    f"max_tokens {value} is above the {cap} policy '{self.name}' allows",
+                                    f"guardrail_max_tokens: max_tokens {value} is above the {cap} "
+                                    f"policy '{self.name}' allows",
                                     param="max_tokens", code="guardrail_max_tokens")
         return None
 

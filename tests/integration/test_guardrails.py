@@ -48,7 +48,7 @@ def test_default_policy_blocks_card_numbers_on_every_route(stack: Stack, emulato
             model="haiku", messages=[{"role": "user", "content": prompt}])
     assert info.value.code == "guardrail_card"
     assert "1111" not in info.value.message
-    with pytest.raises(anthropic.BadRequestError, match="card"):
+    with pytest.raises(anthropic.BadRequestError, match="guardrail_card: "):
         anthropic.Anthropic(base_url=stack.url, api_key=keys.alpha, max_retries=0).messages.create(
             model="haiku", max_tokens=10, messages=[{"role": "user", "content": prompt}])
     client = boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=stack.url,
