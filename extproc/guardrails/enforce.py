@@ -181,6 +181,10 @@ class StreamRedactor:
         self._pending = ""
         self._released = 0
 
+    def sibling(self) -> StreamRedactor:
+        """A redactor for another text of the same answer (a tool call's arguments), same policy and record."""
+        return StreamRedactor(self._guard, self._outcome, self._path)
+
     def feed(self, text: str) -> str:
         self._pending += text
         keep = min(self.HOLD, _unsafe_tail(self._pending))

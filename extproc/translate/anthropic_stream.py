@@ -33,6 +33,8 @@ from ..usage import Usage
 from .anthropic_invoke import UsageCounter
 
 _METRICS = "amazon-bedrock-invocationMetrics"
+# Delta types whose text the guardrail policy reads, and the field holding it.
+_DELTA_FIELDS = {"text_delta": "text", "input_json_delta": "partial_json"}
 # Events that carry no usage, recognised by their leading "type" (parsed normally otherwise).
 _DELTA = re.compile(rb'\{\s*"type"\s*:\s*"(content_block_delta|content_block_start|content_block_stop|ping)"')
 
@@ -47,7 +49,7 @@ class InvokeStreamToSSE:
     def __init__(self, make_redactor: Callable[[], StreamRedactor] | None = None) -> None:
         """``make_redactor``: the guardrail policy for answer text, one redactor per text block."""
         self._make_redactor = make_redactor
-        self._redactors: dict[object, StreamRedactor] = {}
+        self._redactors: dict[object, tuple[StreamRedactor, str]] = {}
         self._decoder = Decoder()
         self._usage = UsageCounter()
         self.complete = False
@@ -115,26 +117,33 @@ class InvokeStreamToSSE:
         return bytes(out)
 
     def _guarded(self, kind: str, event: dict[str, Any], raw: bytes) -> bytes:
-        """A text delta goes through its block's redactor (held back or masked); the block's end flushes it."""
+        """A text or tool-input delta goes through its block's redactor; the block's end flushes it.
+
+        Tool input arrives as fragments of JSON text (``partial_json``); a
+        placeholder inside a JSON string keeps it valid JSON.
+        """
         assert self._make_redactor is not None
         index = event.get("index")
         if kind == "content_block_stop":
-            redactor = self._redactors.pop(index, None)
-            rest = redactor.flush() if redactor is not None else ""
+            held = self._redactors.pop(index, None)
+            rest = held[0].flush() if held is not None else ""
             flushed = b""
-            if rest:
+            if held is not None and rest:
+                delta_type, field = held[1], _DELTA_FIELDS[held[1]]
                 flushed = sse("content_block_delta", jsonwire.dumps(
-                    {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": rest}}))
+                    {"type": "content_block_delta", "index": index, "delta": {"type": delta_type, field: rest}}))
             return flushed + sse(kind, raw)
         delta = event.get("delta")
-        if not isinstance(delta, dict) or delta.get("type") != "text_delta" or not isinstance(delta.get("text"), str):
-            return sse(kind, raw)  # tool input and thinking deltas are relayed as they are
+        delta_type = delta.get("type") if isinstance(delta, dict) else None
+        field = _DELTA_FIELDS.get(delta_type)  # type: ignore[arg-type]
+        if field is None or not isinstance(delta[field], str):  # type: ignore[index]
+            return sse(kind, raw)  # thinking and signature deltas are relayed as they are
         if index not in self._redactors:
-            self._redactors[index] = self._make_redactor()
-        text = self._redactors[index].feed(delta["text"])
+            self._redactors[index] = (self._make_redactor(), str(delta_type))
+        text = self._redactors[index][0].feed(delta[field])  # type: ignore[index]
         if not text:
             return b""
-        delta["text"] = text
+        delta[field] = text  # type: ignore[index]
         return sse(kind, jsonwire.dumps(event))
 
     def _fail(self, error: GatewayError, code: str) -> bytes:

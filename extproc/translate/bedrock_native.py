@@ -20,6 +20,7 @@ from ..usage import Usage
 from .anthropic_invoke import UsageCounter
 
 _METRICS = "amazon-bedrock-invocationMetrics"
+_ANTHROPIC_FIELDS = {"text_delta": "text", "input_json_delta": "partial_json"}
 from .openai_converse import converse_usage
 
 
@@ -65,7 +66,7 @@ class EventStreamMeter:
         self._anthropic = UsageCounter()
         self._converse_usage = Usage()
         self._make_redactor = make_redactor
-        self._redactors: dict[object, StreamRedactor] = {}
+        self._redactors: dict[object, tuple[StreamRedactor, str]] = {}
         self.relays = make_redactor is None
         self.complete = False
         self.error: str | None = None
@@ -113,43 +114,53 @@ class EventStreamMeter:
             return self._anthropic_text(frame, event)
         return self._pass(frame)
 
-    def _redacted(self, index: object, text: str) -> str:
+    def _redacted(self, index: object, text: str, kind: str) -> str:
         assert self._make_redactor is not None
         if index not in self._redactors:
-            self._redactors[index] = self._make_redactor()
-        return self._redactors[index].feed(text)
+            self._redactors[index] = (self._make_redactor(), kind)
+        return self._redactors[index][0].feed(text)
 
-    def _flushed(self, index: object) -> str:
-        redactor = self._redactors.pop(index, None)
-        return redactor.flush() if redactor is not None else ""
+    def _flushed(self, index: object) -> tuple[str, str]:
+        held = self._redactors.pop(index, None)
+        return (held[0].flush(), held[1]) if held is not None else ("", "")
 
     def _anthropic_text(self, frame: Frame, event: dict[str, Any]) -> bytes:
         index = event.get("index")
         if event["type"] == "content_block_stop":
-            rest = self._flushed(index)
+            rest, kind = self._flushed(index)
             extra = encode_chunk(jsonwire.dumps({"type": "content_block_delta", "index": index,
-                                                 "delta": {"type": "text_delta", "text": rest}})) if rest else b""
+                                                 "delta": {"type": kind, _ANTHROPIC_FIELDS[kind]: rest}})) if rest else b""
             return extra + self._pass(frame)
         delta = event.get("delta")
-        if not isinstance(delta, dict) or delta.get("type") != "text_delta" or not isinstance(delta.get("text"), str):
+        kind = delta.get("type") if isinstance(delta, dict) else None
+        field = _ANTHROPIC_FIELDS.get(kind)  # type: ignore[arg-type]
+        if field is None or not isinstance(delta[field], str):  # type: ignore[index]
             return self._pass(frame)
-        text = delta["text"]
-        delta["text"] = self._redacted(index, text)
-        return self._pass(frame) if delta["text"] == text else encode_chunk(jsonwire.dumps(event))
+        text = delta[field]  # type: ignore[index]
+        delta[field] = self._redacted(index, text, str(kind))  # type: ignore[index]
+        return self._pass(frame) if delta[field] == text else encode_chunk(jsonwire.dumps(event))  # type: ignore[index]
 
     def _converse_text(self, frame: Frame, payload: dict[str, Any]) -> bytes:
+        """Text deltas and tool-input fragments (JSON text) go through the block's redactor."""
         index = payload.get("contentBlockIndex")
         if frame.event_type == "contentBlockStop":
-            rest = self._flushed(index)
+            rest, kind = self._flushed(index)
+            delta = {"text": rest} if kind == "text" else {"toolUse": {"input": rest}}
             extra = encode_event("contentBlockDelta", jsonwire.dumps(
-                {"contentBlockIndex": index, "delta": {"text": rest}})) if rest else b""
+                {"contentBlockIndex": index, "delta": delta})) if rest else b""
             return extra + self._pass(frame)
         delta = payload.get("delta")
-        if not isinstance(delta, dict) or not isinstance(delta.get("text"), str):
+        holder: dict[str, Any] | None = None
+        if isinstance(delta, dict) and isinstance(delta.get("text"), str):
+            holder, field, kind = delta, "text", "text"
+        elif isinstance(delta, dict) and isinstance(delta.get("toolUse"), dict) and isinstance(
+                delta["toolUse"].get("input"), str):
+            holder, field, kind = delta["toolUse"], "input", "toolUse"
+        if holder is None:
             return self._pass(frame)
-        text = delta["text"]
-        delta["text"] = self._redacted(index, text)
-        if delta["text"] == text:
+        text = holder[field]
+        holder[field] = self._redacted(index, text, kind)
+        if holder[field] == text:
             return self._pass(frame)
         payload.pop("p", None)
         return encode_event("contentBlockDelta", jsonwire.dumps(payload))

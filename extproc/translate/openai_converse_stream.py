@@ -97,6 +97,7 @@ class ConverseStreamToChunks:
                  redactor: StreamRedactor | None = None) -> None:
         """``redactor``: the guardrail policy for the answer's content, with a bounded hold-back."""
         self._redactor = redactor
+        self._tool_redactors: dict[int, StreamRedactor] = {}
         self.usage = Usage()
         self.complete = False
         self.error = None
@@ -242,8 +243,11 @@ class ConverseStreamToChunks:
             return
         call = self._calls.get(index) if isinstance(index, int) else None
         if call is not None:
-            out.append(self._chunk(b'{"tool_calls":[{"index":%d,"function":{"arguments":%s}}]}'
-                                   % (call, jsonwire.dumps(fragment))))
+            if self._redactor is not None:
+                fragment = self._tool_redactor(call).feed(fragment)
+                if not fragment:
+                    return
+            out.append(self._arguments(call, fragment))
 
     def _message_stop(self, payload: dict[str, Any], out: list[bytes]) -> None:
         if self._stopped:
@@ -255,6 +259,9 @@ class ConverseStreamToChunks:
             self._held_text.clear()
         if self._redactor is not None and (rest := self._redactor.flush()):
             self._emit_content(rest, out)
+        for call, redactor in sorted(self._tool_redactors.items()):
+            if rest := redactor.flush():
+                out.append(self._arguments(call, rest))
         reason = FINISH_REASONS.get(payload.get("stopReason"), "stop")
         if reason == "tool_calls" and not self._calls:
             reason = "stop"  # the forced JSON tool answered: for the client that is the answer itself
@@ -289,6 +296,17 @@ class ConverseStreamToChunks:
             if not text:
                 return
         self._emit_content(text, out)
+
+    def _tool_redactor(self, call: int) -> StreamRedactor:
+        """Tool arguments stream as JSON text: each call gets its own hold-back redactor."""
+        assert self._redactor is not None
+        if call not in self._tool_redactors:
+            self._tool_redactors[call] = self._redactor.sibling()
+        return self._tool_redactors[call]
+
+    def _arguments(self, call: int, fragment: str) -> bytes:
+        return self._chunk(b'{"tool_calls":[{"index":%d,"function":{"arguments":%s}}]}'
+                           % (call, jsonwire.dumps(fragment)))
 
     def _emit_content(self, text: str, out: list[bytes]) -> None:
         self._start(out)
