@@ -531,6 +531,7 @@ class Gateway:
                 "first_byte_ms": _ms_since(state.first_byte, state.upstream_started),
                 "user_agent": state.headers.get("user-agent", ""),
                 "session_id": state.session_id,
+                "end_user": state.chat_request.user if state.chat_request and state.chat_request.user else "",
                 **({"guardrails": state.guardrails} if state.guardrails else {}),
                 **state.adjustments.as_log(),
             },

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from devstack import Stack
-from tests.integration.conftest import Emulator, Keys
+from tests.integration.conftest import Emulator, Keys, record_of
 
 HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1%3A0"
 # A 1×1 transparent PNG.
@@ -33,8 +33,10 @@ def only_request(emulator: Emulator) -> dict:
 
 
 def test_plain_chat(stack: Stack, emulator: Emulator, keys: Keys) -> None:
-    completion = client(stack, keys.alpha).chat.completions.create(
-        model="haiku", messages=[{"role": "user", "content": "Hello from OpenAI"}])
+    raw = client(stack, keys.alpha).chat.completions.with_raw_response.create(
+        model="haiku", user="shopper-42", messages=[{"role": "user", "content": "Hello from OpenAI"}])
+    completion = raw.parse()
+    assert record_of(stack, raw.headers["x-request-id"])["end_user"] == "shopper-42"  # kept for logs only
     assert completion.object == "chat.completion"
     assert completion.choices[0].message.role == "assistant"
     assert "Hello from OpenAI" in (completion.choices[0].message.content or "")
@@ -43,7 +45,7 @@ def test_plain_chat(stack: Stack, emulator: Emulator, keys: Keys) -> None:
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
     seen = only_request(emulator)
     assert seen["path"] == f"/model/{HAIKU}/converse"
-    assert keys.alpha not in json.dumps(seen)
+    assert keys.alpha not in json.dumps(seen) and "shopper-42" not in json.dumps(seen)
 
 
 def test_system_developer_and_multi_turn(stack: Stack, emulator: Emulator, keys: Keys) -> None:
