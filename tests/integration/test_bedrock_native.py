@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError, EventStreamError
 
 from devstack import EMULATOR_ACCESS_KEY_ID, Stack
-from tests.integration.conftest import Emulator, Keys, wait_for_records
+from tests.integration.conftest import Emulator, Keys, record_of
 
 HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 HAIKU_BASE = "anthropic.claude-haiku-4-5-20251001-v1:0"
@@ -31,8 +31,9 @@ def runtime(stack: Stack, key: str, prefix: str = "") -> object:
     return client
 
 
-def last_record(stack: Stack, route: str) -> dict:
-    return wait_for_records(stack, lambda r: r["route"] == route)[-1]
+def record_for(stack: Stack, answer: dict) -> dict:
+    """The request record of a boto3 answer, found by the x-request-id the gateway returns."""
+    return record_of(stack, answer["ResponseMetadata"]["HTTPHeaders"]["x-request-id"])
 
 
 def signed_by_gateway(emulator: Emulator) -> dict:
@@ -54,7 +55,8 @@ def test_invoke_model(stack: Stack, emulator: Emulator, keys: Keys, prefix: str)
     assert "Hello from boto3" in message["content"][0]["text"]
     seen = signed_by_gateway(emulator)
     assert seen["path"] == "/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke"
-    record = last_record(stack, "bedrock_invoke")
+    record = record_for(stack, answer)
+    assert record["route"] == "bedrock_invoke"
     assert record["tokens"]["input"] == message["usage"]["input_tokens"]
     assert record["tokens"]["output"] == message["usage"]["output_tokens"]
 
@@ -69,7 +71,8 @@ def test_invoke_model_with_response_stream_is_relayed_byte_for_byte(
     metrics = events[-1]["amazon-bedrock-invocationMetrics"]  # untouched on the native route
     seen = signed_by_gateway(emulator)
     assert seen["path"].endswith("/invoke-with-response-stream")
-    record = last_record(stack, "bedrock_invoke_with_response_stream")
+    record = record_for(stack, answer)
+    assert record["route"] == "bedrock_invoke_with_response_stream"
     assert record["tokens"] == {"input": metrics["inputTokenCount"], "output": metrics["outputTokenCount"],
                                 "cache_read": 300, "cache_write": 40}
     assert record["partial"] is False
@@ -84,14 +87,14 @@ def test_converse_and_converse_stream(stack: Stack, emulator: Emulator, keys: Ke
     messages = [{"role": "user", "content": [{"text": "Converse through the gateway"}]}]
     answer = client.converse(modelId="us.amazon.nova-lite-v1:0", messages=messages)
     assert "Converse through the gateway" in answer["output"]["message"]["content"][0]["text"]
-    assert last_record(stack, "bedrock_converse")["tokens"]["output"] == answer["usage"]["outputTokens"]
+    assert record_for(stack, answer)["tokens"]["output"] == answer["usage"]["outputTokens"]
     emulator.clear()
     stream = client.converse_stream(modelId=HAIKU, messages=messages)
     events = list(stream["stream"])
     text = "".join(e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e)
     assert "Converse through the gateway" in text
     usage = next(e["metadata"]["usage"] for e in events if "metadata" in e)
-    record = last_record(stack, "bedrock_converse_stream")
+    record = record_for(stack, stream)
     assert (record["tokens"]["input"], record["tokens"]["output"]) == (usage["inputTokens"], usage["outputTokens"])
     signed_by_gateway(emulator)
 
@@ -102,7 +105,9 @@ def test_count_tokens_maps_a_profile_to_its_base_model(stack: Stack, emulator: E
     assert answer["inputTokens"] > 0
     seen = signed_by_gateway(emulator)
     assert seen["path"] == f"/model/{HAIKU_BASE.replace(':', '%3A')}/count-tokens"
-    assert last_record(stack, "bedrock_count_tokens")["tokens"]["input"] == 0, "counting consumes no tokens"
+    record = record_for(stack, answer)
+    assert record["route"] == "bedrock_count_tokens"
+    assert record["tokens"]["input"] == 0, "counting consumes no tokens"
 
 
 def test_both_path_encodings_are_accepted(stack: Stack, emulator: Emulator, keys: Keys) -> None:
@@ -171,7 +176,7 @@ def test_claude_code_quirks_on_the_bedrock_route(stack: Stack, emulator: Emulato
                                                   "Mid-conversation instruction."]
     assert sent["system"][0]["cache_control"] == {"type": "ephemeral"}
     assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
-    record = last_record(stack, "bedrock_invoke")
+    record = record_of(stack, response.headers["x-request-id"])
     assert record["session_id"] == "session-1234"
     assert record["dropped_betas"] == ["claude-code-20250219"]
     assert record["dropped_fields"] == ["context_management"]

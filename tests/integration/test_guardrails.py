@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -112,9 +113,11 @@ def test_monitor_forwards_unchanged_and_counts(support: Stack, keys: Keys) -> No
     anthropic.Anthropic(base_url=support.url, api_key=keys.alpha, max_retries=0).messages.create(
         model="haiku", max_tokens=50, messages=[{"role": "user", "content": text}])
     assert json.loads(emulator.requests()[0]["body"])["messages"][0]["content"] == text
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{support.ports.metrics}/metrics").read().decode()
-    assert ('gateway_guardrail_actions_total{action="monitor",consumer="alpha",detector="phone",policy="support"}'
-            in metrics)
+    wanted = 'gateway_guardrail_actions_total{action="monitor",consumer="alpha",detector="phone",policy="support"}'
+    deadline = time.monotonic() + 10  # counted when the request's record is written, just after the answer
+    while wanted not in urllib.request.urlopen(f"http://127.0.0.1:{support.ports.metrics}/metrics").read().decode():
+        assert time.monotonic() < deadline, "the monitored finding was not counted"
+        time.sleep(0.1)
 
 
 def test_injection_deny_list_and_limits_are_refused(support: Stack, keys: Keys) -> None:
