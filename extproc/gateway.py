@@ -12,7 +12,7 @@ import base64
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import quote
@@ -25,7 +25,7 @@ from .bedrock.endpoint import ROUTING_HEADER, Endpoint
 from .bedrock.sigv4 import sign
 from .config import Policy, Settings
 from . import jsonwire
-from .errors import GatewayError, Kind, invalid
+from .errors import Api, GatewayError, Kind, invalid
 from .guardrails.enforce import Guard, Outcome, StreamRedactor
 from .keys import KeyRing
 from .routes import Operation, Route, classify
@@ -147,6 +147,8 @@ class Gateway:
         state.path = headers.get(":path", "")
         state.request_id = headers.get("x-request-id") or uuid.uuid4().hex
         state.route = classify(state.method, state.path)
+        if state.route.operation is Operation.MODELS and "anthropic-version" in headers:
+            state.route = replace(state.route, api=Api.ANTHROPIC)  # the Anthropic SDK lists models too
         state.session_id = headers.get("x-claude-code-session-id", "")
         if state.route.operation is Operation.HELLO:
             return self.answer(state, 200, b"", content_type=None)  # a probe: nothing to protect or forward
@@ -167,7 +169,7 @@ class Gateway:
             if state.route.operation is None:
                 raise GatewayError(404, Kind.NOT_FOUND, f"no route for {state.method} {state.path.split('?', 1)[0]}")
             if state.route.operation is Operation.MODELS:
-                return self.answer(state, 200, models_list.render(self._visible_models(state), headers))
+                return self._models(state, headers)
             if state.route.operation is Operation.INFERENCE_PROFILES:
                 return self._inference_profiles(state)
             if end_of_stream:
@@ -265,6 +267,17 @@ class Gateway:
         # Bedrock's own request parameters (guardrail, trace, latency, service tier…) travel as headers.
         extra = [(name, value) for name, value in state.headers.items() if name.startswith(BEDROCK_PARAMETER_HEADER)]
         return self._to_bedrock(state, _model_path(target, route.action), body, body_changed=changed, extra=extra)
+
+    def _models(self, state: RequestState, headers: dict[str, str]) -> Reply:
+        """The list, or one model (any catalogue name finds it), of those this key may use."""
+        visible = self._visible_models(state)
+        if state.route.model is None:
+            return self.answer(state, 200, models_list.render(visible, headers))
+        model = self.catalogue.resolve(state.route.model)
+        if model is None or model not in visible:
+            raise GatewayError(404, Kind.NOT_FOUND, f"model {state.route.model!r} is not available to this key",
+                               code="model_not_found")
+        return self.answer(state, 200, models_list.render_one(model, headers))
 
     def _inference_profiles(self, state: RequestState) -> Reply:
         visible = self._visible_models(state)

@@ -84,6 +84,8 @@ def classify(method: str, raw_path: str) -> Route:
     if method == "GET" and (bedrock_path == "/inference-profiles" or bedrock_path.startswith("/inference-profiles/")):
         profile = unquote(bedrock_path[len("/inference-profiles/"):]) if bedrock_path != "/inference-profiles" else None
         return Route(Api.BEDROCK, Operation.INFERENCE_PROFILES, model=profile)
+    if method == "GET" and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
+        return Route(Api.OPENAI, Operation.MODELS, model=unquote(path[len("/v1/models/"):]))
     if method == "POST" and path.startswith(_CHAT_ALIAS_PREFIX):
         alias = path[len(_CHAT_ALIAS_PREFIX):]
         if alias and "/" not in alias:

@@ -165,6 +165,17 @@ def test_models_list_in_anthropic_shape(stack: Stack, keys: Keys) -> None:
 
     page = anthropic.Anthropic(base_url=stack.url, api_key=keys.haiku_only).models.list()
     assert [m.id for m in page.data] == ["haiku"]
+    assert anthropic.Anthropic(base_url=stack.url, api_key=keys.haiku_only).models.retrieve("haiku").id == "haiku"
+    with pytest.raises(anthropic.AuthenticationError):  # errors in the Anthropic shape for the Anthropic SDK
+        anthropic.Anthropic(base_url=stack.url, api_key="gwk_wrong", max_retries=0).models.list()
+
+
+def test_models_retrieve(stack: Stack, keys: Keys) -> None:
+    assert client(stack, keys.alpha).models.retrieve("claude-sonnet-4-0").id == "sonnet"
+    with pytest.raises(openai.NotFoundError):
+        client(stack, keys.haiku_only).models.retrieve("opus")
+    with pytest.raises(openai.NotFoundError):
+        client(stack, keys.alpha).models.retrieve("gpt-4o")
 
 
 @pytest.mark.parametrize(
