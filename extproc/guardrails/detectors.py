@@ -61,7 +61,7 @@ Detectors (``DETECTORS``) and what they accept
     a ZIP+4 without a phone word, and anything a card, IBAN or e-mail covers
     (those are always computed when phone is on).
 ``aws_access_key``
-    ``AKIA``/``ASIA`` + 16 of ``[A-Z0-9]``, not a placeholder (``AKIAXXXXXXXXXXXXXXXX``).
+    ``AKIA``/``ASIA`` + 16 of ``[A-Z0-9]``, not a placeholder (``AKIA`` followed by sixteen ``X``).
 ``aws_secret_key``
     40 characters of ``[A-Za-z0-9/+]`` with upper case, lower case and a digit,
     not inside a longer base64 run, after an AWS or "secret" word (within 80
@@ -835,7 +835,7 @@ _API_TOKEN = re.compile(
 
 
 def _aws_access_keys(text: str) -> list[tuple[int, int]]:
-    # Key IDs are random; "AKIAXXXXXXXXXXXXXXXX" is a placeholder in documentation.
+    # Key IDs are random; AKIA followed by sixteen X is a placeholder in documentation.
     return [
         m.span()
         for m in _AWS_ACCESS_KEY.finditer(text)
