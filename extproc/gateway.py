@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from . import metrics
@@ -181,30 +181,31 @@ class Gateway:
     # -- phase 2 -------------------------------------------------------------
     def request_body(self, state: RequestState, body: bytes) -> Forward | Reply:
         try:
-            body = self._guard_request(state, body)
+            parsed = jsonwire.load_object(body)  # once: guardrails and translators share it
+            changed = self._guard_request(state, parsed)
             if state.route.operation is Operation.ANTHROPIC_MESSAGES:
-                return self._anthropic_messages(state, body)
+                return self._anthropic_messages(state, parsed)
             if state.route.operation is Operation.OPENAI_CHAT:
-                return self._openai_chat(state, body)
+                return self._openai_chat(state, parsed)
             if state.route.operation is Operation.ANTHROPIC_COUNT_TOKENS:
-                return self._anthropic_count_tokens(state, body)
+                return self._anthropic_count_tokens(state, parsed)
             if state.route.operation is Operation.BEDROCK:
-                return self._bedrock_native(state, body)
+                return self._bedrock_native(state, body, parsed, changed)
             raise GatewayError(404, Kind.NOT_FOUND, f"no route for {state.method} {state.path}")
         except GatewayError as exc:
             return self.reject(state, exc)
 
-    def _guard_request(self, state: RequestState, body: bytes) -> bytes:
+    def _guard_request(self, state: RequestState, parsed: dict[str, Any]) -> bool:
         """The consumer's guardrail policy on everything the model will read: block, redact or count.
 
-        Runs before translation, so a redacted body is what gets translated and
-        signed. A CountTokens body wraps an InvokeModel body (base64): that is
-        text sent to Bedrock too, so it is inspected inside.
+        Works on the parsed body in place, before translation, so a redacted
+        body is what gets translated and signed; True when it redacted. A
+        CountTokens body wraps an InvokeModel body (base64): that is text sent
+        to Bedrock too, so it is inspected inside.
         """
         guard = self._guard(state)
         if not guard.active:
-            return body
-        parsed = jsonwire.load_object(body)
+            return False
         wrapped = _counted_invoke_body(parsed) if state.route.action == "count-tokens" else None
         target = jsonwire.load_object(base64.b64decode(wrapped), "input.invokeModel.body") if wrapped else parsed
         outcome = guard.inspect(target, request=True)
@@ -213,22 +214,20 @@ class Gateway:
             metrics.GUARDRAIL_ACTIONS.labels(state.consumer or "", guard.name, action.detector, action.action).inc()
         if outcome.refusal is not None:
             raise outcome.refusal
-        if not outcome.changed:
-            return body
-        if wrapped:
+        if outcome.changed and wrapped:
             parsed["input"]["invokeModel"]["body"] = base64.b64encode(jsonwire.dumps(target)).decode("ascii")
-        return jsonwire.dumps(parsed)
+        return outcome.changed
 
     def _guard(self, state: RequestState) -> Guard:
         return self.guards[self._policy(state).guardrails]
 
-    def _anthropic_messages(self, state: RequestState, body: bytes) -> Forward:
+    def _anthropic_messages(self, state: RequestState, body: dict[str, Any]) -> Forward:
         request = anthropic_invoke.parse_request(body)
         model = self._claude_for(state, request.model)
         operation = "invoke-with-response-stream" if request.stream else "invoke"
         return self._to_bedrock(state, _model_path(model.bedrock_id, operation), self._invoke_body(state, request))
 
-    def _anthropic_count_tokens(self, state: RequestState, body: bytes) -> Forward:
+    def _anthropic_count_tokens(self, state: RequestState, body: dict[str, Any]) -> Forward:
         """Bedrock's CountTokens takes base model IDs, not inference profiles: map them."""
         request = anthropic_invoke.parse_request(body, count_only=True)
         model = self._claude_for(state, request.model)
@@ -246,24 +245,24 @@ class Gateway:
         body, state.adjustments = anthropic_invoke.to_invoke_body(request, betas, self.settings.config.anthropic)
         return body
 
-    def _bedrock_native(self, state: RequestState, body: bytes) -> Forward:
+    def _bedrock_native(self, state: RequestState, body: bytes, parsed: dict[str, Any], changed: bool) -> Forward:
         """Bedrock's own API (boto3, Claude Code's Bedrock mode): the body goes on as it came, re-signed.
 
         Only a Claude InvokeModel body is touched, and only so that Bedrock
-        accepts it (beta allowlist, refused fields); the model in the path
-        must be one the consumer may use, and count-tokens gets the base ID.
+        accepts it (beta allowlist, refused fields), or where guardrails
+        redacted it (``changed``); the model in the path must be one the
+        consumer may use, and count-tokens gets the base ID.
         """
         route = state.route
         model = self._model_for(state, route.model or "")
         target = model.entry.base_id or model.bedrock_id if route.action == "count-tokens" else model.bedrock_id
-        changed = False
         if route.action.startswith("invoke") and model.is_anthropic:
-            parsed = jsonwire.load_object(body)
             anthropic_invoke.check_invoke_fields(parsed)
             betas = anthropic_invoke.beta_flags(state.headers.get("anthropic-beta"))
             state.adjustments = anthropic_invoke.make_bedrock_ready(parsed, betas, self.settings.config.anthropic)
-            if state.adjustments.as_log():
-                body, changed = jsonwire.dumps(parsed), True
+            changed = changed or bool(state.adjustments.as_log())
+        if changed:
+            body = jsonwire.dumps(parsed)
         # Bedrock's own request parameters (guardrail, trace, latency, service tier…) travel as headers.
         extra = [(name, value) for name, value in state.headers.items() if name.startswith(BEDROCK_PARAMETER_HEADER)]
         return self._to_bedrock(state, _model_path(target, route.action), body, body_changed=changed, extra=extra)
@@ -288,7 +287,7 @@ class Gateway:
             raise GatewayError(404, Kind.NOT_FOUND, f"inference profile {state.route.model!r} is not available")
         return self.answer(state, 200, inference_profiles.render_one(model, self.settings.region))
 
-    def _openai_chat(self, state: RequestState, body: bytes) -> Forward:
+    def _openai_chat(self, state: RequestState, body: dict[str, Any]) -> Forward:
         request = openai_converse.parse_request(body)
         # The route's model wins, then the body's, then the configured default.
         name = state.route.model or request.model
@@ -425,9 +424,11 @@ class Gateway:
                 return Forward()
             return self.reject(state, error, upstream=True)
         result = Forward()
+        # Parsed once: read for usage, then by the guardrail policy (which may redact it in place).
+        answer = jsonwire.load_answer(body) if operation in (Operation.ANTHROPIC_MESSAGES, Operation.BEDROCK) else None
         if operation is Operation.BEDROCK:
             is_claude = state.model is not None and state.model.is_anthropic
-            state.usage = bedrock_native.answer_usage(state.route.action, is_claude, state.response_headers, body)
+            state.usage = bedrock_native.answer_usage(state.route.action, is_claude, state.response_headers, answer)
         elif operation is Operation.ANTHROPIC_COUNT_TOKENS:
             try:
                 translated = anthropic_invoke.read_count_tokens(body)
@@ -435,7 +436,7 @@ class Gateway:
                 return self.reject(state, exc, upstream=True)
             result = Forward(set_headers=[("content-length", str(len(translated)))], body=translated)
         elif operation is Operation.ANTHROPIC_MESSAGES:
-            state.usage = anthropic_invoke.read_response(body)
+            state.usage = anthropic_invoke.read_response(answer)
         elif state.route.operation is Operation.OPENAI_CHAT and state.chat_request is not None:
             try:
                 translated, state.usage = openai_converse.from_converse_response(
@@ -446,19 +447,16 @@ class Gateway:
                 return self.reject(state, exc, upstream=True)
             result = Forward(set_headers=[("content-length", str(len(translated))),
                                           ("content-type", "application/json")], body=translated)
-        if operation is not Operation.ANTHROPIC_COUNT_TOKENS and state.route.action != "count-tokens":
-            return self._guard_answer(state, body if result.body is None else result.body, result)
+        guard = self._guard(state)
+        counting = operation is Operation.ANTHROPIC_COUNT_TOKENS or state.route.action == "count-tokens"
+        if guard.inspects_text and not counting:
+            client_answer = answer if result.body is None else jsonwire.load_answer(result.body)
+            if isinstance(client_answer, dict):
+                return self._guard_answer(state, guard, client_answer, result)
         return result
 
-    def _guard_answer(self, state: RequestState, answer: bytes, result: Forward) -> Forward:
-        """The guardrail policy on the model's answer: redacted before the client sees it."""
-        guard = self._guard(state)
-        if not guard.active:
-            return result
-        try:
-            parsed = jsonwire.load_object(answer, "Bedrock's answer")
-        except GatewayError:
-            return result
+    def _guard_answer(self, state: RequestState, guard: Guard, parsed: dict[str, Any], result: Forward) -> Forward:
+        """The guardrail policy on the model's answer (parsed): redacted before the client sees it."""
         outcome = guard.inspect(parsed, request=False)
         for action in outcome.actions:
             state.guardrails.append({"detector": action.detector, "action": action.action,

@@ -36,6 +36,14 @@ def load_object(raw: bytes | str, what: str = "request body") -> dict[str, Any]:
     return value
 
 
+def load_answer(raw: bytes) -> Any:
+    """An upstream answer parsed leniently: None when it is not JSON (usage then comes from headers or is zero)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON."""
     try:

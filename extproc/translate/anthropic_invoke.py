@@ -46,12 +46,13 @@ class Adjustments:
                                   ("moved_system_messages", self.moved_system_messages)) if v}
 
 
-def parse_request(raw: bytes, *, count_only: bool = False) -> MessagesRequest:
+def parse_request(raw: bytes | dict[str, Any], *, count_only: bool = False) -> MessagesRequest:
     """Validate what the gateway itself relies on; Bedrock validates the rest.
 
+    ``raw`` is the body, or the body already parsed (the gateway parses once).
     ``count_only`` is ``/v1/messages/count_tokens``, whose body has no ``max_tokens``.
     """
-    body = jsonwire.load_object(raw)
+    body = raw if isinstance(raw, dict) else jsonwire.load_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid("model: field required (a string naming the model)", param="model")
@@ -191,13 +192,9 @@ class UsageCounter:
                 self._tokens[token_type] = value
 
 
-def read_response(raw: bytes) -> Usage:
-    """Usage of a successful InvokeModel answer, which is passed on unchanged."""
+def read_response(message: Any) -> Usage:
+    """Usage of a successful InvokeModel answer (parsed; it is passed on unchanged)."""
     counter = UsageCounter()
-    try:
-        message = json.loads(raw)
-    except (ValueError, RecursionError):
-        return counter.usage
     if isinstance(message, dict):
         counter.count(message)
     return counter.usage

@@ -24,14 +24,10 @@ _ANTHROPIC_FIELDS = {"text_delta": "text", "input_json_delta": "partial_json"}
 from .openai_converse import converse_usage
 
 
-def answer_usage(action: str, anthropic_body: bool, headers: dict[str, str], body: bytes) -> Usage:
-    """Usage of a successful JSON answer to ``action``."""
+def answer_usage(action: str, anthropic_body: bool, headers: dict[str, str], answer: Any) -> Usage:
+    """Usage of a successful answer to ``action`` (``answer`` parsed, None if it was not JSON)."""
     if action == "count-tokens":
         return Usage()  # counting tokens consumes none
-    try:
-        answer: Any = json.loads(body)
-    except (ValueError, RecursionError):
-        answer = None
     if action == "converse" and isinstance(answer, dict):
         return converse_usage(answer.get("usage"))
     if anthropic_body and isinstance(answer, dict) and isinstance(answer.get("usage"), dict):

@@ -164,15 +164,13 @@ def for_answer(request: ChatRequest) -> ChatRequest:
 # -- request ---------------------------------------------------------------
 
 
-def parse_request(raw: bytes) -> ChatRequest:
-    """Validate a Chat Completions body; every 400 names the offending field.
+def parse_request(raw: bytes | dict[str, Any]) -> ChatRequest:
+    """Validate a Chat Completions body (bytes, or already parsed); every 400 names the offending field.
 
     The whole translation runs here (its result is kept on the request), so
     a bad message deep in the history is refused before any upstream call.
     """
-    body = jsonwire.load(raw, "request body")
-    if not isinstance(body, dict):
-        raise invalid("request body must be a JSON object")
+    body = raw if isinstance(raw, dict) else jsonwire.load_object(raw)
     model = body.get("model")
     if model is not None and (not isinstance(model, str) or not model):
         raise invalid("model: must be a string naming the model", param="model")

@@ -207,3 +207,14 @@ def test_bedrock_guardrail_intervention_is_a_content_filter_finish(support: Stac
         model="haiku", messages=[{"role": "user", "content": "something off-limits [[emulator:guardrail]]"}])
     assert completion.choices[0].finish_reason == "content_filter"
     assert completion.choices[0].message.content == "Sorry, the model cannot answer this question."
+
+
+def test_native_request_is_redacted_and_signed_over_what_is_sent(support: Stack, keys: Keys) -> None:
+    emulator = Emulator(support.emulator_url)
+    emulator.clear()
+    response = httpx.post(f"{support.url}/model/{HAIKU}/converse", headers={"x-api-key": keys.alpha}, json={
+        "messages": [{"role": "user", "content": [{"text": f"Refund card {CARD} please"}]}]})
+    assert response.status_code == 200, response.text
+    (seen,) = emulator.requests()
+    assert seen["signature_valid"] is True
+    assert json.loads(seen["body"])["messages"][0]["content"][0]["text"] == "Refund card [CARD ••••1111] please"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from extproc import jsonwire
 from extproc.config import Anthropic
 from extproc.errors import GatewayError
 from extproc.translate import anthropic_invoke
@@ -58,11 +59,12 @@ def test_usage_keeps_every_token_type_separate() -> None:
         "usage": {"input_tokens": 11, "output_tokens": 7, "cache_read_input_tokens": 100,
                   "cache_creation_input_tokens": 50},
     }).encode()
-    assert anthropic_invoke.read_response(body) == Usage(input=11, output=7, cache_read=100, cache_write=50)
+    assert anthropic_invoke.read_response(jsonwire.load_answer(body)) == Usage(
+        input=11, output=7, cache_read=100, cache_write=50)
 
 
 def test_usage_of_unreadable_answer_is_zero() -> None:
-    assert anthropic_invoke.read_response(b"<html>") == Usage()
+    assert anthropic_invoke.read_response(jsonwire.load_answer(b"<html>")) == Usage()
 
 
 def test_default_rules_drop_unknown_betas_and_refused_fields_and_say_so() -> None:

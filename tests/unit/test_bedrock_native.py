@@ -42,9 +42,9 @@ def test_converse_stream_usage_and_errors() -> None:
 
 def test_answer_usage_per_action() -> None:
     claude = json.dumps({"usage": {"input_tokens": 3, "output_tokens": 2, "cache_read_input_tokens": 9}}).encode()
-    assert answer_usage("invoke", True, {}, claude) == Usage(input=3, output=2, cache_read=9)
+    assert answer_usage("invoke", True, {}, json.loads(claude)) == Usage(input=3, output=2, cache_read=9)
     headers = {"x-amzn-bedrock-input-token-count": "11", "x-amzn-bedrock-output-token-count": "5"}
-    assert answer_usage("invoke", False, headers, b'{"results": []}') == Usage(input=11, output=5)
+    assert answer_usage("invoke", False, headers, {"results": []}) == Usage(input=11, output=5)
     converse = json.dumps({"usage": {"inputTokens": 8, "outputTokens": 1, "totalTokens": 9}}).encode()
-    assert answer_usage("converse", False, {}, converse) == Usage(input=8, output=1)
-    assert answer_usage("count-tokens", True, {}, b'{"inputTokens": 50}') == Usage()
+    assert answer_usage("converse", False, {}, json.loads(converse)) == Usage(input=8, output=1)
+    assert answer_usage("count-tokens", True, {}, {"inputTokens": 50}) == Usage()
