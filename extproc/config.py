@@ -50,12 +50,78 @@ class ModelEntry(_Strict):
     max_temperature: float = Field(1.0, gt=0, description="upper bound of the model's temperature range")
 
 
+class Budget(_Strict):
+    """Spend caps per calendar UTC day and month, in USD (catalogue prices) and/or tokens (all types)."""
+
+    usd_per_day: float | None = Field(None, gt=0)
+    usd_per_month: float | None = Field(None, gt=0)
+    tokens_per_day: int | None = Field(None, ge=1)
+    tokens_per_month: int | None = Field(None, ge=1)
+
+
+class Limits(_Strict):
+    """Per-consumer limits; each is off when unset.
+
+    Requests and tokens per minute are sliding 60-second windows (exact, no
+    burst at a minute boundary); tokens count every type Bedrock reports.
+    """
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    concurrent_requests: int | None = Field(None, ge=1)
+    budget: Budget = Budget()
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute,
+                                           self.concurrent_requests, *self.budget.model_dump().values()))
+
+
 class Policy(_Strict):
     """What a consumer may do. ``models: ["*"]`` means every catalogue model."""
 
     models: tuple[str, ...] = ("*",)
     guardrails: str = "default"
     """The guardrail policy (``guardrail_policies``) applied to this consumer's requests and answers."""
+    limits: Limits = Limits()
+    audit: bool = False
+    """Write this consumer's prompts and answers (redacted by its guardrail policy) to the audit log."""
+
+
+class LimitsBackend(_Strict):
+    """Where limit counters and usage totals live (shared state)."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    """``memory``: one process. ``redis``: several processes and replicas share exact counters."""
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="overridden by GATEWAY_REDIS_URL")
+    key_prefix: str = "gw:"
+    on_error: Literal["open", "closed"] = "open"
+    """Redis unreachable: ``open`` lets requests through unlimited, ``closed`` answers 503."""
+    timeout_seconds: float = Field(0.25, gt=0, le=10)
+    """Per Redis call; a slow Redis must not hold requests for long."""
+    usage_retention_days: int = Field(35, ge=1, le=400)
+    """How long per-minute usage totals (admin API ``usage``) are kept."""
+
+
+class UsageRecords(_Strict):
+    """The per-request usage record: one JSON line when a request ends."""
+
+    stdout: bool = True
+    file: str | None = Field(None, description="append records to this file too (JSON lines)")
+
+
+class Audit(_Strict):
+    """Prompts and answers of consumers whose policy has ``audit: true``; off unless a file is given."""
+
+    file: str | None = None
+    max_chars: int = Field(16_384, ge=256)
+    """Prompt and answer are each cut to this many characters."""
+
+
+class Admin(_Strict):
+    """The admin gRPC API (usage totals, reload); its token comes from GATEWAY_ADMIN_TOKEN."""
+
+    listen: str = "127.0.0.1:9465"
 
 
 GuardrailAction = Literal["block", "redact", "monitor"]
@@ -210,6 +276,10 @@ class GatewayConfig(_Strict):
     guardrail_policies: dict[str, GuardrailPolicy] = Field(default_factory=_default_guardrail_policies)
     consumers: dict[str, Consumer] = Field(default_factory=dict)
     keys_file: str | None = Field(None, description="overridden by GATEWAY_KEYS_FILE")
+    limits: LimitsBackend = LimitsBackend()
+    usage_records: UsageRecords = UsageRecords()
+    audit: Audit = Audit()
+    admin: Admin = Admin()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewayConfig:
@@ -236,6 +306,10 @@ class Settings(BaseModel):
     region: str
     endpoint_url: str
     keys_file: Path | None
+    redis_url: str = ""
+    """``limits.redis_url``, or ``GATEWAY_REDIS_URL`` when set (it may carry a password: never logged)."""
+    admin_token: str | None = None
+    """``GATEWAY_ADMIN_TOKEN`` (or the file named by ``GATEWAY_ADMIN_TOKEN_FILE``); no token, no admin API."""
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -303,5 +377,19 @@ def load_settings(env: os._Environ[str] | dict[str, str] | None = None) -> Setti
         raise ConfigError(f"Bedrock endpoint {endpoint!r} must be http(s)://host[:port] with no path")
     keys_file = env.get("GATEWAY_KEYS_FILE") or config.keys_file
     return Settings(
-        config=config, region=region, endpoint_url=endpoint.rstrip("/"), keys_file=Path(keys_file) if keys_file else None
+        config=config, region=region, endpoint_url=endpoint.rstrip("/"), keys_file=Path(keys_file) if keys_file else None,
+        redis_url=env.get("GATEWAY_REDIS_URL") or config.limits.redis_url, admin_token=_admin_token(env),
     )
+
+
+def _admin_token(env: os._Environ[str] | dict[str, str]) -> str | None:
+    token = env.get("GATEWAY_ADMIN_TOKEN")
+    path = env.get("GATEWAY_ADMIN_TOKEN_FILE")
+    if not token and path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"GATEWAY_ADMIN_TOKEN_FILE={path}: cannot read: {exc.strerror}") from None
+    if token and len(token) < 16:
+        raise ConfigError("the admin token (GATEWAY_ADMIN_TOKEN) must be at least 16 characters")
+    return token or None
