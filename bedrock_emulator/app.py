@@ -229,7 +229,7 @@ def _check_stream_exception(found: Markers, operation: str) -> None:
 
 
 async def _write_stream(
-    request: web.Request, frames: Iterator[bytes], found: Markers, headers: dict[str, str]
+    request: web.Request, frames: Iterator[bytes], found: Markers, headers: dict[str, str], reported: streams.Reported
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers={"x-amzn-RequestId": request[_REQUEST_ID], **headers})
     response.content_type = EVENTSTREAM
@@ -251,6 +251,8 @@ async def _write_stream(
             if frame is None:
                 break
             await response.write(frame)
+            reported.sent()
+            request[_RECORD]["usage"] = dict(reported.usage)
             sent += 1
         await response.write_eof()
     except _Dropped:
@@ -258,6 +260,12 @@ async def _write_stream(
     except ConnectionResetError:
         log.info("client went away during the stream of %s after %d frames", request.path, sent)
     return response
+
+
+def _note_usage(request: web.Request, reply: replies.Reply) -> None:
+    """The usage a whole (non-streamed) answer reports, for ``/_emulator/requests``."""
+    request[_RECORD]["usage"] = {"input": reply.input_tokens, "output": reply.output_tokens,
+                                 "cache_read": reply.cache_read_tokens, "cache_write": reply.cache_write_tokens}
 
 
 def _json(payload: dict[str, Any], request: web.Request, extra: dict[str, str] | None = None) -> web.Response:
@@ -287,6 +295,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         "X-Amzn-Bedrock-Output-Token-Count": str(reply.output_tokens),
         "X-Amzn-Bedrock-Invocation-Latency": str(request[_CLOCK].elapsed_ms()),
     }
+    _note_usage(request, reply)
     return _json(replies.anthropic_message(reply, str(resolved.model.anthropic_name)), request, headers)
 
 
@@ -296,8 +305,9 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
     reply, found = await offload(len(body), _plan_invoke, body, resolved)
     _check_stream_exception(found, "InvokeModelWithResponseStream")
     await _before_answer(request, found, streaming=True)
-    frames = streams.anthropic_frames(reply, str(resolved.model.anthropic_name), request[_CLOCK])
-    return await _write_stream(request, frames, found, {"X-Amzn-Bedrock-Content-Type": "application/json"})
+    reported = streams.Reported()
+    frames = streams.anthropic_frames(reply, str(resolved.model.anthropic_name), request[_CLOCK], reported)
+    return await _write_stream(request, frames, found, {"X-Amzn-Bedrock-Content-Type": "application/json"}, reported)
 
 
 # -- Converse and ConverseStream ------------------------------------------------------------------
@@ -314,6 +324,7 @@ async def converse(request: web.Request) -> web.StreamResponse:
     body: bytes = request[_BODY]
     reply, found = await offload(len(body), _plan_converse, body, resolved)
     await _before_answer(request, found, streaming=False)
+    _note_usage(request, reply)
     return _json(replies.converse_response(reply, request[_CLOCK].elapsed_ms()), request)
 
 
@@ -323,7 +334,8 @@ async def converse_stream(request: web.Request) -> web.StreamResponse:
     reply, found = await offload(len(body), _plan_converse, body, resolved)
     _check_stream_exception(found, "ConverseStream")
     await _before_answer(request, found, streaming=True)
-    return await _write_stream(request, streams.converse_frames(reply, request[_CLOCK]), found, {})
+    reported = streams.Reported()
+    return await _write_stream(request, streams.converse_frames(reply, request[_CLOCK], reported), found, {}, reported)
 
 
 # -- CountTokens ----------------------------------------------------------------------------------

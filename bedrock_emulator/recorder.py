@@ -59,6 +59,7 @@ class Recorder:
             "access_key_id": None,
             "status": None,
             "error_type": None,
+            "usage": None,
         }
         self._records.append(record)
         return record

@@ -38,6 +38,28 @@ class Clock:
             self.first_byte_ms = self.elapsed_ms()
 
 
+class Reported:
+    """The token usage a stream has put on the wire so far, for ``/_emulator/requests``.
+
+    A generator notes the usage a frame carries just before yielding it
+    (``pending``); the writer calls :meth:`sent` once the frame is written. So
+    a client that leaves mid-stream is known to have been told only what it
+    was sent, which is what a gateway can meter. Output tokens are a running
+    total in Anthropic streams (``message_delta`` supersedes ``message_start``).
+    """
+
+    def __init__(self) -> None:
+        self.usage: dict[str, int] = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}
+        self.pending: dict[str, int] = {}
+
+    def note(self, **usage: int) -> None:
+        self.pending = usage
+
+    def sent(self) -> None:
+        self.usage.update(self.pending)
+        self.pending = {}
+
+
 def text_pieces(text: str) -> list[str]:
     """The text in a few deltas of about three words, as a model would stream it."""
     words = re.findall(r"\s*\S+", text)
@@ -55,7 +77,7 @@ def _chunk(event: dict[str, Any]) -> bytes:
     return event_frame("chunk", {"bytes": encoded})
 
 
-def anthropic_frames(reply: Reply, model_name: str, clock: Clock) -> Iterator[bytes]:
+def anthropic_frames(reply: Reply, model_name: str, clock: Clock, reported: Reported | None = None) -> Iterator[bytes]:
     """InvokeModelWithResponseStream: one ``chunk`` frame per Anthropic stream event."""
     message: dict[str, Any] = {
         "id": reply.message_id,
@@ -69,6 +91,9 @@ def anthropic_frames(reply: Reply, model_name: str, clock: Clock) -> Iterator[by
         "usage": anthropic_usage(reply, 1),
     }
     clock.mark_first_byte()
+    reported = reported or Reported()
+    reported.note(input=reply.input_tokens, output=1, cache_read=reply.cache_read_tokens,
+                  cache_write=reply.cache_write_tokens)
     yield _chunk({"type": "message_start", "message": message})
     yield _chunk({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
     for piece in text_pieces(reply.text):
@@ -82,6 +107,7 @@ def anthropic_frames(reply: Reply, model_name: str, clock: Clock) -> Iterator[by
             delta = {"type": "input_json_delta", "partial_json": piece}
             yield _chunk({"type": "content_block_delta", "index": 1, "delta": delta})
         yield _chunk({"type": "content_block_stop", "index": 1})
+    reported.note(output=reply.output_tokens)
     yield _chunk(
         {
             "type": "message_delta",
@@ -101,7 +127,7 @@ def anthropic_frames(reply: Reply, model_name: str, clock: Clock) -> Iterator[by
     yield _chunk({"type": "message_stop", "amazon-bedrock-invocationMetrics": metrics})
 
 
-def converse_frames(reply: Reply, clock: Clock) -> Iterator[bytes]:
+def converse_frames(reply: Reply, clock: Clock, reported: Reported | None = None) -> Iterator[bytes]:
     """ConverseStream: text blocks have no start event, tool blocks do (as in real captures)."""
     clock.mark_first_byte()
     yield event_frame("messageStart", {"role": "assistant"})
@@ -116,4 +142,6 @@ def converse_frames(reply: Reply, clock: Clock) -> Iterator[bytes]:
             yield event_frame("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"toolUse": {"input": piece}}})
         yield event_frame("contentBlockStop", {"contentBlockIndex": 1})
     yield event_frame("messageStop", {"stopReason": reply.stop_reason})
+    (reported or Reported()).note(input=reply.input_tokens, output=reply.output_tokens,
+                                  cache_read=reply.cache_read_tokens, cache_write=reply.cache_write_tokens)
     yield event_frame("metadata", {"usage": converse_usage(reply), "metrics": {"latencyMs": clock.elapsed_ms()}})

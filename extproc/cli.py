@@ -8,22 +8,37 @@ import os
 import sys
 
 from . import logs
-from .config import ConfigError, load_settings
-from .keys import KeyRing, hash_key, mint_key
+from .config import ConfigError
+from .keys import hash_key, load_settings_and_keys, mint_key
 
 
 def _serve(args: argparse.Namespace) -> int:
     from .bedrock.credentials import CredentialSource
     from .gateway import Gateway
     from .server import serve
+    from .workers import check_settings
 
     logs.setup(args.log_level)
-    settings = load_settings()
-    keys = KeyRing.build(settings.config, settings.keys_file)
+    settings, keys = load_settings_and_keys()
+    check_settings(settings, args.workers)
+    if args.workers > 1:
+        return _supervise(args)
     credentials = CredentialSource(refresh_interval=args.credential_refresh_seconds)
-    gateway = Gateway(settings, keys, credentials)
-    asyncio.run(serve(gateway, args.listen, args.metrics_listen, args.grace_seconds, args.drain_delay_seconds))
+    worker = args.worker_index is not None
+    gateway = Gateway(settings, keys, credentials, worker_index=args.worker_index)
+    asyncio.run(serve(gateway, args.listen, None if worker else args.metrics_listen, args.grace_seconds,
+                      args.drain_delay_seconds, reuse_port=worker))
     return 0
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    from .workers import Supervisor, supervise
+
+    worker_argv = ["serve", "--listen", args.listen, "--grace-seconds", str(args.grace_seconds),
+                   "--drain-delay-seconds", str(args.drain_delay_seconds),
+                   "--credential-refresh-seconds", str(args.credential_refresh_seconds), "--log-level", args.log_level]
+    supervisor = Supervisor(args.workers, worker_argv, args.grace_seconds, args.drain_delay_seconds)
+    return asyncio.run(supervise(supervisor, args.metrics_listen))
 
 
 def _keys_new(args: argparse.Namespace) -> int:
@@ -36,8 +51,7 @@ def _keys_new(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    keys = KeyRing.build(settings.config, settings.keys_file)
+    settings, keys = load_settings_and_keys()
     config = settings.config
     print(f"configuration ok: {len(config.models.catalogue)} models (default {config.models.default}), "
           f"{len(config.policies)} policies, {len(config.consumers)} consumers in config, {len(keys)} keys; "
@@ -60,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--credential-refresh-seconds", type=float,
                        default=float(os.environ.get("EXTPROC_CREDENTIAL_REFRESH_SECONDS", "60")))
     serve.add_argument("--log-level", default=os.environ.get("EXTPROC_LOG_LEVEL", "INFO"))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("EXTPROC_WORKERS", "1")),
+                       help="processes sharing the port (SO_REUSEPORT); more than one needs the Redis limits backend")
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     serve.set_defaults(func=_serve)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)

@@ -8,8 +8,10 @@ here knows about gRPC, which keeps every decision testable without Envoy.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -23,11 +25,13 @@ from .bedrock.catalogue import Catalogue, Model
 from .bedrock.credentials import CredentialSource
 from .bedrock.endpoint import ROUTING_HEADER, Endpoint
 from .bedrock.sigv4 import sign
-from .config import Policy, Settings
+from .config import ConfigError, Limits, Policy, Settings
 from . import jsonwire
 from .errors import Api, GatewayError, Kind, invalid
 from .guardrails.enforce import Guard, Outcome, StreamRedactor
-from .keys import KeyRing
+from .keys import KeyRing, load_settings_and_keys
+from .limits.enforce import Limiter, open_store
+from .metering import Meter
 from .routes import Operation, Route, classify
 from .translate import anthropic_invoke, bedrock_native, inference_profiles, models_list, openai_converse
 from .translate.anthropic_stream import InvokeStreamToSSE
@@ -73,6 +77,8 @@ class Forward:
     clear_route_cache: bool = False
     stream_response: bool = False
     """Switch Envoy to STREAMED for this response's body (only on response headers)."""
+    metadata: dict[str, str] | None = None
+    """Envoy dynamic metadata for the access log (consumer, route, model)."""
 
 
 @dataclass(slots=True)
@@ -82,6 +88,20 @@ class Reply:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    metadata: dict[str, str] | None = None
+
+
+_LIMITED = frozenset({Operation.ANTHROPIC_MESSAGES, Operation.OPENAI_CHAT, Operation.BEDROCK})
+"""Routes that reach a model (count-tokens calls, which cost nothing, are left out)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    ok: bool
+    message: str
+    consumers: int
+    keys: int
+    source: str
 
 
 @dataclass(slots=True)
@@ -98,6 +118,9 @@ class RequestState:
     model: Model | None = None
     upstream_started: float | None = None
     first_byte: float | None = None
+    """When Bedrock's answer headers arrived."""
+    first_token: float | None = None
+    """When the first chunk of a streamed answer arrived."""
     status: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
@@ -116,6 +139,14 @@ class RequestState:
     """What the guardrail policy found (detector, action, JSON path, offset; never the text)."""
     session_id: str = ""
     """Claude Code's ``x-claude-code-session-id``, for logs."""
+    limits: Limits | None = None
+    """The consumer's limits, when this request must pass them before going upstream."""
+    upstream_error: str | None = None
+    """Bedrock's error type (or ``connection``/``timeout`` for Envoy's own), for the upstream-errors metric."""
+    audit_prompt: Any = None
+    """The request as the model reads it (after redaction), kept only when the consumer is audited."""
+    audit_answer: list[bytes] | None = None
+    """What the client received, kept only when the consumer is audited."""
     finished: bool = False
 
 
@@ -132,13 +163,48 @@ def client_key(headers: dict[str, str]) -> str | None:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, keys: KeyRing, credentials: CredentialSource) -> None:
+    def __init__(self, settings: Settings, keys: KeyRing, credentials: CredentialSource,
+                 limiter: Limiter | None = None, meter: Meter | None = None, worker_index: int | None = None) -> None:
+        self.credentials = credentials
+        self.limiter = limiter or Limiter(open_store(settings), settings.config.limits)
+        self.meter = meter or Meter.from_settings(settings, self.limiter, worker_index)
+        self._apply(settings, keys)
+
+    def _apply(self, settings: Settings, keys: KeyRing) -> None:
+        """Swap in a configuration and key ring (start-up and reload).
+
+        Attributes are replaced, never mutated, so a request in flight reads
+        either the old or the new value of each and is never dropped.
+        """
         self.settings = settings
         self.keys = keys
-        self.credentials = credentials
         self.catalogue = Catalogue(settings.config.models)
         self.guards = {name: Guard(name, policy) for name, policy in settings.config.guardrail_policies.items()}
         self.endpoint = Endpoint.from_url(settings.endpoint_url)
+
+    async def reload(self) -> Reloaded:
+        """Re-read GATEWAY_CONFIG and GATEWAY_KEYS_FILE (off the loop) and use them for new requests.
+
+        A bad file changes nothing: the error is returned (and logged) and the
+        running configuration stays. The limits backend and upstream endpoint
+        are start-up settings; a reload that changes them says so.
+        """
+        try:
+            settings, keys = await asyncio.to_thread(load_settings_and_keys)
+        except ConfigError as exc:
+            log.error("reload refused", extra={"error": str(exc)})
+            return Reloaded(False, str(exc), len(self.settings.config.consumers), len(self.keys), self._source())
+        unchanged = ""
+        if settings.config.limits != self.settings.config.limits or settings.redis_url != self.settings.redis_url:
+            unchanged = "; the limits backend changes only on restart"
+        self._apply(settings, keys)
+        result = Reloaded(True, "configuration and keys reloaded" + unchanged, len(settings.config.consumers),
+                          len(keys), self._source())
+        log.info("reloaded", extra={"consumers": result.consumers, "keys": result.keys, "source": result.source})
+        return result
+
+    def _source(self) -> str:
+        return os.environ.get("GATEWAY_CONFIG") or "built-in defaults"
 
     # -- phase 1 -------------------------------------------------------------
     def request_headers(self, state: RequestState, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply:
@@ -147,6 +213,7 @@ class Gateway:
         state.path = headers.get(":path", "")
         state.request_id = headers.get("x-request-id") or uuid.uuid4().hex
         state.route = classify(state.method, state.path)
+        self.meter.opened(state)
         if state.route.operation is Operation.MODELS and "anthropic-version" in headers:
             state.route = replace(state.route, api=Api.ANTHROPIC)  # the Anthropic SDK lists models too
         state.session_id = headers.get("x-claude-code-session-id", "")
@@ -176,13 +243,24 @@ class Gateway:
                 raise invalid("this route needs a JSON request body")
         except GatewayError as exc:
             return self.reject(state, exc)
-        return Forward()
+        limits = self._policy(state).limits
+        if limits.active and state.route.action != "count-tokens" and state.route.operation in _LIMITED:
+            state.limits = limits  # the server awaits admit() next
+        return Forward(metadata={"consumer": consumer, "route": state.route.label})
+
+    async def admit(self, state: RequestState) -> Reply | None:
+        """The consumer's limits, checked before anything goes upstream: None to go on, else the 429."""
+        assert state.limits is not None and state.consumer is not None
+        error = await self.limiter.admit(state.consumer, state.request_id, state.limits, state.route.api)
+        return None if error is None else self.reject(state, error)
 
     # -- phase 2 -------------------------------------------------------------
     def request_body(self, state: RequestState, body: bytes) -> Forward | Reply:
         try:
             parsed = jsonwire.load_object(body)  # once: guardrails and translators share it
             changed = self._guard_request(state, parsed)
+            if self.meter.audits(self._policy(state)):
+                state.audit_prompt, state.audit_answer = parsed, []
             if state.route.operation is Operation.ANTHROPIC_MESSAGES:
                 return self._anthropic_messages(state, parsed)
             if state.route.operation is Operation.OPENAI_CHAT:
@@ -363,7 +441,7 @@ class Gateway:
         ]
         state.upstream_started = time.monotonic()
         return Forward(set_headers=set_headers, remove_headers=remove, body=body if body_changed else None,
-                       clear_route_cache=True)
+                       clear_route_cache=True, metadata={"model": state.model.alias} if state.model else None)
 
     # -- phase 3 -------------------------------------------------------------
     def response_headers(self, state: RequestState, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply:
@@ -371,6 +449,7 @@ class Gateway:
         if state.upstream_started is None:
             return Forward()  # a local reply Envoy made itself (e.g. 413): not Bedrock's answer
         state.response_headers = headers
+        state.first_byte = time.monotonic()
         if end_of_stream:
             return self.response_body(state, b"", end_of_stream=True)
         if state.status == 200 and headers.get("content-type", "").startswith(EVENT_STREAM):
@@ -407,6 +486,12 @@ class Gateway:
 
     # -- phase 4 -------------------------------------------------------------
     def response_body(self, state: RequestState, body: bytes, end_of_stream: bool = True) -> Forward | Reply:
+        result = self._response_body(state, body, end_of_stream)
+        if state.audit_answer is not None and state.stream is None:
+            self.meter.keep_answer(state, body if result.body is None else result.body)
+        return result
+
+    def _response_body(self, state: RequestState, body: bytes, end_of_stream: bool) -> Forward | Reply:
         if state.upstream_started is None:
             return Forward()
         if state.stream is not None:
@@ -417,6 +502,8 @@ class Gateway:
         if not 200 <= status < 300:
             error = bedrock_errors.from_upstream(status, state.response_headers, body)
             from_bedrock = "x-amzn-requestid" in state.response_headers  # else Envoy's own (connect error, timeout)
+            state.upstream_error = (bedrock_errors.error_type(state.response_headers, body) if from_bedrock else
+                                    "timeout" if status == 504 else "connection") or f"http_{status}"
             if (operation is Operation.BEDROCK and from_bedrock
                     and error.code not in bedrock_errors.GATEWAY_CREDENTIAL_ERRORS):
                 # Already in Bedrock's shape, which boto3 and Claude Code parse: pass it on untouched.
@@ -469,12 +556,14 @@ class Gateway:
 
     def _stream_chunk(self, state: RequestState, stream: StreamTranslator, body: bytes, end: bool) -> Forward:
         """One chunk of an event-stream answer, translated; the stream's end closes the record."""
-        if state.first_byte is None:
-            state.first_byte = time.monotonic()
+        if state.first_token is None:
+            state.first_token = time.monotonic()
         out = stream.feed(body)
         if end:
             out += stream.finish()
             state.response_done = True
+        if state.audit_answer is not None:
+            self.meter.keep_answer(state, body if stream.relays else out)
         return Forward() if stream.relays else Forward(body=out)
 
     # -- endings -------------------------------------------------------------
@@ -491,10 +580,10 @@ class Gateway:
         if error.status >= 500:
             log.warning("request failed", extra={"request_id": state.request_id, "error": str(error)})
         status, headers, body = error.render(state.route.api)
-        return Reply(status, headers, body)
+        return Reply(status, headers, body, metadata={"consumer": state.consumer or "", "route": state.route.label})
 
     def finish(self, state: RequestState) -> None:
-        """Log and count a request exactly once, however it ended.
+        """Meter, record and charge a request exactly once, however it ended.
 
         The server calls this when the request's ext_proc stream closes, after
         the last answer went to Envoy, so the record costs the client nothing.
@@ -502,60 +591,18 @@ class Gateway:
         if state.finished or not state.request_id:
             return
         state.finished = True
-        partial = False
-        if state.stream is not None:
-            state.usage = state.stream.usage
-            partial = not state.stream.complete
-            state.error = state.error or state.stream.error
         if state.stream_guardrails is not None:
             policy = self._guard(state).name
             for action in state.stream_guardrails.actions:
                 state.guardrails.append({"detector": action.detector, "action": action.action,
                                          "path": action.path, "offset": action.offset})
                 metrics.GUARDRAIL_ACTIONS.labels(state.consumer or "", policy, action.detector, action.action).inc()
-        if state.upstream_started is not None and not state.response_done:
-            # Sent to Bedrock (and billed there), but the client left before the answer ended.
-            partial = True
-            state.error = state.error or "client_disconnected"
-        status = state.status if state.status is not None else 499
-        model = state.model.alias if state.model else ""
-        consumer = state.consumer or ""
-        metrics.REQUESTS.labels(consumer, state.route.label, model, f"{status // 100}xx").inc()
-        for token_type, count in state.usage.as_dict().items():
-            if count:
-                metrics.TOKENS.labels(consumer, state.route.label, model, token_type).inc(count)
-        log.info(
-            "request",
-            extra={
-                "request_id": state.request_id,
-                "consumer": consumer,
-                "route": state.route.label,
-                "model": model,
-                "bedrock_model": state.model.bedrock_id if state.model else "",
-                "status": status,
-                "error": state.error,
-                "tokens": state.usage.as_dict(),
-                "cost_usd": round(state.usage.cost_usd(state.model.entry.prices), 8) if state.model else 0.0,
-                "partial": partial,
-                "duration_ms": round((time.monotonic() - state.started) * 1000, 2),
-                "upstream_ms": _ms_since(state.upstream_started),
-                "first_byte_ms": _ms_since(state.first_byte, state.upstream_started),
-                "user_agent": state.headers.get("user-agent", ""),
-                "session_id": state.session_id,
-                "end_user": state.chat_request.user if state.chat_request and state.chat_request.user else "",
-                **({"guardrails": state.guardrails} if state.guardrails else {}),
-                **state.adjustments.as_log(),
-            },
-        )
+        self.meter.finish(state, self._policy(state).limits if state.consumer else None)
 
-
-def _ms_since(start: float | None, origin: float | None = None) -> float | None:
-    """Milliseconds from ``start`` to now, or from ``origin`` to ``start`` when given."""
-    if start is None:
-        return None
-    if origin is not None:
-        return round((start - origin) * 1000, 2)
-    return round((time.monotonic() - start) * 1000, 2)
+    async def close(self) -> None:
+        """After the server's drain: every charge and record written."""
+        await self.limiter.close()
+        self.meter.close()
 
 
 def _model_path(model_id: str, action: str) -> str:

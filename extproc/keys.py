@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, GatewayConfig
+from .config import ConfigError, GatewayConfig, Settings, load_settings
 
 KEY_PREFIX = "gwk_"
 
@@ -88,3 +88,9 @@ class KeyRing:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+def load_settings_and_keys() -> tuple[Settings, KeyRing]:
+    """The configuration and key ring the environment names (start-up, reload, ``config check``)."""
+    settings = load_settings()
+    return settings, KeyRing.build(settings.config, settings.keys_file)

@@ -10,10 +10,9 @@ body fits in one BUFFERED message (gRPC's default cap is 4 MB).
 from __future__ import annotations
 
 import asyncio
-import http.server
 import logging
 import signal
-import threading
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -24,9 +23,10 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .errors import GatewayError, Kind
+from .metrics import PHASE_DURATION
+from .metrics_http import MetricsServer
 from .gateway import Forward, Gateway, Reply, RequestState
 
 log = logging.getLogger("extproc.server")
@@ -64,9 +64,17 @@ def _fill_mutation(mutation: pb.HeaderMutation, set_headers: list[tuple[str, str
         mutation.remove_headers.extend(remove)
 
 
+METADATA_NAMESPACE = "envoy.filters.http.ext_proc"
+"""Where the access log reads consumer, route and model (envoy.yaml ``metadata_options``)."""
+
+
 def to_response(phase: str, result: Forward | Reply) -> pb.ProcessingResponse:
     """Wrap a gateway decision in the ProcessingResponse for ``phase``, built in place."""
     response = pb.ProcessingResponse()
+    if result.metadata:
+        fields = response.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
+        for key, value in result.metadata.items():
+            fields[key].string_value = value
     if isinstance(result, Reply):
         immediate = response.immediate_response
         immediate.status.code = result.status  # type: ignore[assignment]
@@ -126,7 +134,11 @@ class Processor(pb_grpc.ExternalProcessorServicer):
                         yield _MORE_TIME
                         result = await asyncio.to_thread(self._decide, state, phase, request)
                     else:
+                        started = time.perf_counter()
                         result = self._decide(state, phase, request)
+                        PHASE_DURATION.labels(phase).observe(time.perf_counter() - started)
+                    if state.limits is not None and phase == "request_headers" and isinstance(result, Forward):
+                        result = await self.gateway.admit(state) or result
                 except GatewayError as exc:
                     result = self.gateway.reject(state, exc)
                 except Exception:
@@ -139,59 +151,34 @@ class Processor(pb_grpc.ExternalProcessorServicer):
             self.gateway.finish(state)
 
 
-class _MetricsHandler(http.server.BaseHTTPRequestHandler):
-    """``/metrics`` for Prometheus and ``/healthz`` for probes, on a thread off the event loop."""
-
-    serving = threading.Event()
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
-        if self.path == "/metrics":
-            status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest()
-        elif self.path == "/healthz":
-            ok = self.serving.is_set()
-            status, ctype, body = (200 if ok else 503), "text/plain", (b"ok\n" if ok else b"draining\n")
-        else:
-            status, ctype, body = 404, "text/plain", b"not found\n"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server API
-        """Scrapes are not worth a log line each."""
-
-
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-async def serve(gateway: Gateway, listen: str, metrics_listen: str, grace_seconds: float,
-                drain_delay_seconds: float = 0.0) -> None:
+async def serve(gateway: Gateway, listen: str, metrics_listen: str | None, grace_seconds: float,
+                drain_delay_seconds: float = 0.0, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then drain: report NOT_SERVING, keep serving for
     ``drain_delay_seconds`` (SIGTERM only: time for Envoy's health check and the load
-    balancer to stop sending), refuse new streams, finish in-flight ones, exit."""
+    balancer to stop sending), refuse new streams, finish in-flight ones, write the
+    last records and charges, exit. SIGHUP reloads keys and configuration.
+
+    A worker of ``--workers N`` passes ``reuse_port`` (every worker binds the same
+    port) and no ``metrics_listen`` (the supervisor serves the workers' sum).
+    """
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
     pb_grpc.add_ExternalProcessorServicer_to_server(Processor(gateway), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     server.add_insecure_port(listen)
-
-    metrics_server = http.server.ThreadingHTTPServer(_split(metrics_listen), _MetricsHandler)
-    metrics_server.daemon_threads = True
-    threading.Thread(target=metrics_server.serve_forever, name="metrics-http", daemon=True).start()
+    metrics_server = MetricsServer(metrics_listen).start() if metrics_listen else None
 
     await gateway.credentials.start()
     await server.start()
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    _MetricsHandler.serving.set()
+    if metrics_server:
+        metrics_server.serving.set()
     log.info(
         "extproc serving",
         extra={"listen": listen, "metrics": metrics_listen, "upstream": gateway.endpoint.url(""),
@@ -203,14 +190,19 @@ async def serve(gateway: Gateway, listen: str, metrics_listen: str, grace_second
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig), stop.set()))
+    reloads: set[asyncio.Task[object]] = set()
+    loop.add_signal_handler(signal.SIGHUP, lambda: reloads.add(loop.create_task(gateway.reload())))
     await stop.wait()
 
     delay = drain_delay_seconds if received[0] is signal.SIGTERM else 0.0
     log.info("extproc draining", extra={"grace_seconds": grace_seconds, "drain_delay_seconds": delay})
-    _MetricsHandler.serving.clear()
+    if metrics_server:
+        metrics_server.serving.clear()
     await health.enter_graceful_shutdown()
     await asyncio.sleep(delay)
     await server.stop(grace_seconds)
+    await gateway.close()
     await gateway.credentials.stop()
-    metrics_server.shutdown()
+    if metrics_server:
+        metrics_server.stop()
     log.info("extproc stopped")

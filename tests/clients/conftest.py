@@ -45,7 +45,7 @@ def tripwire() -> Iterator[Tripwire]:
 
 
 class RequestLog:
-    """The extproc's per-request records (``"msg": "request"`` JSON lines), from a point on."""
+    """The extproc's usage records (``"record": "usage"`` JSON lines), from a point on."""
 
     def __init__(self, stack: Stack) -> None:
         self.path = stack.processes["extproc"].log
@@ -56,7 +56,7 @@ class RequestLog:
             log.seek(self.offset)
             lines = log.read().decode("utf-8", "replace").splitlines()
         parsed = (json.loads(line) for line in lines if line.startswith("{"))
-        return [record for record in parsed if record.get("msg") == "request"]
+        return [record for record in parsed if record.get("record") == "usage"]
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[dict]:
         """At least ``count`` records (a stream's record is written once the stream has ended)."""

@@ -96,9 +96,9 @@ def emulator(stack: Stack) -> Emulator:
 
 
 def request_records(stack: Stack) -> list[dict]:
-    """The extproc's per-request records (JSON log lines with ``"msg": "request"``), oldest first."""
+    """The extproc's usage records (JSON lines with ``"record": "usage"`` on its stdout), oldest first."""
     lines = stack.processes["extproc"].log.read_text().splitlines()
-    return [r for r in (json.loads(line) for line in lines if line.startswith("{")) if r["msg"] == "request"]
+    return [r for r in (json.loads(line) for line in lines if line.startswith("{")) if r.get("record") == "usage"]
 
 
 def wait_for_records(stack: Stack, match: Callable[[dict], bool], timeout: float = 10.0) -> list[dict]:

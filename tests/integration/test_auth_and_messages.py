@@ -204,5 +204,5 @@ def test_logs_hold_no_keys_or_secrets(stack: Stack, keys: Keys) -> None:
             assert secret not in text, f"{name} log contains a secret"
     extproc_lines = [json.loads(line) for line in stack.processes["extproc"].log.read_text().splitlines()
                      if line.startswith("{")]
-    requests = [line for line in extproc_lines if line["msg"] == "request"]
+    requests = [line for line in extproc_lines if line.get("record") == "usage"]
     assert any(r["consumer"] == "alpha" and r["status"] == 200 and r["tokens"]["output"] > 0 for r in requests)

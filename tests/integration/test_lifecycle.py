@@ -94,4 +94,4 @@ def test_sigterm_drains_in_flight_requests_then_exits(make_stack: Callable[..., 
     assert extproc.wait(timeout=10) == 0
     log = stack.processes["extproc"].log.read_text()
     assert "extproc draining" in log and "extproc stopped" in log
-    assert log.count('"msg": "request"') >= 3
+    assert log.count('"record":"usage"') >= 3

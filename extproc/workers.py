@@ -1,0 +1,139 @@
+"""``extproc serve --workers N``: N processes on one port, one supervisor.
+
+Python runs one request's work at a time per process, so more cores need more
+processes. Each worker is a full ``extproc serve`` bound with SO_REUSEPORT to
+the same port (the kernel spreads Envoy's connections over them). The
+supervisor owns what must exist once: ``/metrics`` (the workers' metrics
+summed by prometheus-client's multiprocess mode), ``/healthz``, the admin API
+and the signals: SIGTERM/SIGINT are passed on and awaited (each worker drains
+and writes its last records), SIGHUP checks the configuration and then
+reloads every worker, and a worker that dies is started again.
+
+Limits must be exact across workers, so several workers need the Redis
+backend; ``memory`` is refused with a clear error rather than silently
+giving each worker its own counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .config import ConfigError, Settings
+from .keys import load_settings_and_keys
+
+log = logging.getLogger("extproc.workers")
+
+RESTART_BACKOFF_SECONDS = 1.0
+
+
+def check_settings(settings: Settings, workers: int) -> None:
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {workers}")
+    if workers > 1 and settings.config.limits.backend != "redis":
+        raise ConfigError(f"--workers {workers} needs `limits: {{backend: redis}}`: with the in-memory backend each "
+                          "worker would keep its own counters and limits would not hold")
+
+
+class Supervisor:
+    def __init__(self, workers: int, worker_argv: list[str], grace_seconds: float, drain_delay_seconds: float) -> None:
+        self.count = workers
+        self.worker_argv = worker_argv
+        self.stop_timeout = grace_seconds + drain_delay_seconds + 5
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="extproc-metrics-"))
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+
+    def start_worker(self, index: int) -> None:
+        argv = [sys.executable, "-m", "extproc", *self.worker_argv, "--worker-index", str(index)]
+        process = subprocess.Popen(argv, env=self.environment())
+        self.processes[index] = process
+        log.info("worker started", extra={"worker": index, "pid": process.pid})
+
+    def signal_all(self, sig: signal.Signals) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(sig)
+
+    def all_alive(self) -> bool:
+        return all(process.poll() is None for process in self.processes.values())
+
+    async def watch(self) -> None:
+        """Start a worker again when one exits while the supervisor is not stopping."""
+        from prometheus_client import multiprocess
+
+        while not self.stopping:
+            for index, process in list(self.processes.items()):
+                code = process.poll()
+                if code is not None and not self.stopping:
+                    log.error("worker exited; starting it again", extra={"worker": index, "pid": process.pid,
+                                                                        "exit_code": code})
+                    multiprocess.mark_process_dead(process.pid, str(self.metrics_dir))
+                    await asyncio.sleep(RESTART_BACKOFF_SECONDS)
+                    if not self.stopping:
+                        self.start_worker(index)
+            await asyncio.sleep(0.5)
+
+    async def stop(self, sig: signal.Signals) -> None:
+        self.stopping = True
+        self.signal_all(sig)
+        deadline = time.monotonic() + self.stop_timeout
+        while time.monotonic() < deadline and not all(p.poll() is not None for p in self.processes.values()):
+            await asyncio.sleep(0.1)
+        for index, process in self.processes.items():
+            if process.poll() is None:
+                log.error("worker did not stop in time; killing it", extra={"worker": index, "pid": process.pid})
+                process.kill()
+                process.wait()
+
+    async def reload(self) -> tuple[bool, str, int, int]:
+        """Check the new configuration here first, so a bad file never reaches a worker; then SIGHUP them."""
+        try:
+            settings, keys = await asyncio.to_thread(load_settings_and_keys)
+        except ConfigError as exc:
+            log.error("reload refused", extra={"error": str(exc)})
+            return False, str(exc), 0, 0
+        self.signal_all(signal.SIGHUP)
+        log.info("reload sent to workers", extra={"workers": len(self.processes)})
+        return True, f"configuration and keys reloaded by {len(self.processes)} workers", \
+            len(settings.config.consumers), len(keys)
+
+
+async def supervise(supervisor: Supervisor, metrics_listen: str) -> int:
+    """Run the workers until SIGTERM/SIGINT; returns the exit code."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    from .metrics_http import MetricsServer
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(supervisor.metrics_dir))
+    metrics_server = MetricsServer(metrics_listen, registry).start()
+    for index in range(supervisor.count):
+        supervisor.start_worker(index)
+    metrics_server.serving.set()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig), stop.set()))
+    reloads: set[asyncio.Task[object]] = set()
+    loop.add_signal_handler(signal.SIGHUP, lambda: reloads.add(loop.create_task(supervisor.reload())))
+    watcher = loop.create_task(supervisor.watch())
+    log.info("supervisor serving", extra={"workers": supervisor.count, "metrics": metrics_listen})
+    await stop.wait()
+    metrics_server.serving.clear()
+    await supervisor.stop(received[0])
+    watcher.cancel()
+    metrics_server.stop()
+    log.info("supervisor stopped")
+    return 0
