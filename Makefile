@@ -11,10 +11,15 @@ CLIENTS_STAMP := $(CLIENTS)/node_modules/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The editable install compiles protos/ into extproc/_proto (setup.py), so a .proto edit re-runs it.
+# It builds with the venv's own grpcio-tools (the [build-system] requires of pyproject.toml, no build
+# isolation): grpcio-tools requires the grpcio and protobuf versions it generates code for, so the
+# generated modules always match the runtime installed beside them.
+$(STAMP): pyproject.toml setup.py $(shell find protos -name '*.proto')
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet 'setuptools>=68' 'grpcio-tools>=1.70,<2'
+	$(BIN)/pip install --quiet --no-build-isolation -e '.[test]'
 	touch $(STAMP)
 
 clients: $(CLIENTS_STAMP)

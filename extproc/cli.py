@@ -1,4 +1,4 @@
-"""``extproc`` command line: ``serve``, ``keys new NAME``, ``config check``."""
+"""``extproc`` command line: ``serve``, ``keys new NAME``, ``config check``, ``usage``, ``reload``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import sys
 
 from . import logs
-from .config import ConfigError
+from .config import Admin, ConfigError
 from .keys import hash_key, load_settings_and_keys, mint_key
 
 
@@ -59,6 +59,18 @@ def _config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage(args: argparse.Namespace) -> int:
+    from .admin_client import run_usage
+
+    return run_usage(args.admin, args.since, args.start, args.end, args.consumer, args.model, args.json)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    from .admin_client import run_reload
+
+    return run_reload(args.admin)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="extproc", description="Bedrock gateway ext_proc service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     config = commands.add_parser("config", help="configuration").add_subparsers(dest="config_command", required=True)
     check = config.add_parser("check", help="validate GATEWAY_CONFIG and GATEWAY_KEYS_FILE")
     check.set_defaults(func=_config_check)
+
+    admin_help = "address of the admin API (admin.listen of the running gateway)"
+    usage = commands.add_parser("usage", help="token usage and cost per consumer and model, from the admin API")
+    window = usage.add_mutually_exclusive_group()
+    window.add_argument("--since", help="the window ending at --end (or now): 30m, 1h, 2d (default 24h)")
+    window.add_argument("--start", help="start of the window, ISO 8601 (UTC unless an offset is given)")
+    usage.add_argument("--end", help="end of the window, ISO 8601 (default now)")
+    usage.add_argument("--consumer", help="only this consumer")
+    usage.add_argument("--model", help="only this model alias")
+    usage.add_argument("--admin", default=Admin().listen, help=admin_help)
+    usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    usage.set_defaults(func=_usage)
+
+    reload = commands.add_parser("reload", help="make the running gateway re-read its configuration and keys")
+    reload.add_argument("--admin", default=Admin().listen, help=admin_help)
+    reload.set_defaults(func=_reload)
 
     args = parser.parse_args(argv)
     try:

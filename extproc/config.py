@@ -378,11 +378,12 @@ def load_settings(env: os._Environ[str] | dict[str, str] | None = None) -> Setti
     keys_file = env.get("GATEWAY_KEYS_FILE") or config.keys_file
     return Settings(
         config=config, region=region, endpoint_url=endpoint.rstrip("/"), keys_file=Path(keys_file) if keys_file else None,
-        redis_url=env.get("GATEWAY_REDIS_URL") or config.limits.redis_url, admin_token=_admin_token(env),
+        redis_url=env.get("GATEWAY_REDIS_URL") or config.limits.redis_url, admin_token=admin_token(env),
     )
 
 
-def _admin_token(env: os._Environ[str] | dict[str, str]) -> str | None:
+def admin_token(env: os._Environ[str] | dict[str, str]) -> str | None:
+    """The admin API token from ``env``; also what ``extproc usage`` and ``extproc reload`` authenticate with."""
     token = env.get("GATEWAY_ADMIN_TOKEN")
     path = env.get("GATEWAY_ADMIN_TOKEN_FILE")
     if not token and path:

@@ -52,7 +52,8 @@ class Supervisor:
         self.stopping = False
 
     def environment(self) -> dict[str, str]:
-        return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+        # EXTPROC_WORKERS=1: a worker must serve, not supervise workers of its own.
+        return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir), "EXTPROC_WORKERS": "1"}
 
     def start_worker(self, index: int) -> None:
         argv = [sys.executable, "-m", "extproc", *self.worker_argv, "--worker-index", str(index)]

@@ -1,0 +1,287 @@
+"""The shared store: exact limits and usage totals across processes and replicas, in Redis.
+
+Each :meth:`RedisStore.admit` and :meth:`RedisStore.settle` is one EVALSHA of
+a Lua script that checks and counts atomically, so two replicas can never
+both take the last slot, and a request pays one round trip per call. The
+scripts only gather counters and count; the verdict is made by the same
+Python code as the memory store's (``memory.verdict``), from what they saw.
+
+Times always come from the caller's ``now``, never from Redis, so both stores
+agree and tests can move the clock; cut-offs are computed here and sent as
+exact decimal strings (``repr`` of a float round-trips). Every key expires.
+
+Keys, after the configured prefix (the kind comes first and period names
+have no colon, so keys of different consumers cannot collide):
+
+- ``rpm:{consumer}``: ZSET of admissions, score = time.
+- ``tpm:{consumer}``: ZSET of token charges, score = time, member ends in ``:{tokens}``.
+- ``leases:{consumer}``: ZSET of concurrency leases, member = request_id, score = time.
+- ``spent:{period}:{consumer}``: HASH, budget name -> amount used in the period
+  (``2026-11-26`` holds the day's budgets, ``2026-11`` the month's).
+- ``usage:{minute}``: HASH, ``consumer␟model␟counter`` -> total (␟ is U+001F).
+- ``usage:minutes``: ZSET index of the minutes kept, so ``usage()`` reads only those.
+
+A dead or slow Redis must not slow requests down: calls time out after
+``timeout_seconds`` without retries, and after a failure the store answers
+:class:`StoreUnavailable` at once for a second before trying again.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from ..config import Limits
+from ..usage import Usage
+from . import StoreUnavailable, UsageRow, Verdict
+from .memory import (BUDGETS, DEFAULT_LEASE_SECONDS, WINDOW_SECONDS, Seen, budget_caps, minute_range, periods,
+                     usage_rows, verdict)
+
+BACKOFF_SECONDS = 1.0
+"""After a failure, Redis is not tried again for this long: a dead Redis then costs requests nothing."""
+PERIOD_GRACE_SECONDS = 60
+"""A budget key outlives its period by this much, for replicas whose clocks lag a little."""
+FIELD_SEPARATOR = "\x1f"
+_WINDOW_TTL = math.ceil(WINDOW_SECONDS) + 1
+
+T = TypeVar("T")
+
+# KEYS: 1 request log, 2 token log, 3 leases, 4..7 the hash holding each budget's spend.
+# ARGV: 1 now, 2 request_id, 3 window start, 4 lease cut-off, 5 window TTL, 6 lease TTL,
+#       7 requests/min, 8 tokens/min, 9 concurrent requests ('' = unset),
+#       10..17 per budget: field, cap ('' = unset).
+# Returns what was seen before this request; counts it only if every limit passes.
+_ADMIT = """
+local now, request_id, window_start, lease_cutoff = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local rpm, tpm, concurrent = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local refused = false
+
+local requests, oldest, newest = 0, false, false
+if rpm then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', window_start)
+  requests = redis.call('ZCARD', KEYS[1])
+  if requests > 0 then
+    oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+    newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
+  end
+  refused = requests >= rpm
+end
+
+local tokens, freeing, last_charge = 0, false, false
+if tpm then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', window_start)
+  local log = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  local amounts = {}
+  for i = 1, #log, 2 do
+    amounts[i] = tonumber(string.match(log[i], '(%d+)$'))
+    tokens = tokens + amounts[i]
+  end
+  if #log > 0 then last_charge = log[#log] end
+  local left = tokens
+  for i = 1, #log, 2 do
+    if left < tpm then break end
+    left = left - amounts[i]
+    freeing = log[i + 1]
+  end
+  refused = refused or tokens >= tpm
+end
+
+local leases = 0
+if concurrent then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', lease_cutoff)
+  leases = redis.call('ZCARD', KEYS[3])
+  refused = refused or leases >= concurrent
+end
+
+local spent = {}
+for i = 1, 4 do
+  local field, cap = ARGV[8 + 2 * i], tonumber(ARGV[9 + 2 * i])
+  spent[i] = false
+  if cap then
+    spent[i] = redis.call('HGET', KEYS[3 + i], field) or '0'
+    refused = refused or tonumber(spent[i]) >= cap
+  end
+end
+
+if not refused then
+  if rpm then
+    redis.call('ZADD', KEYS[1], now, request_id .. ':' .. now)
+    redis.call('EXPIRE', KEYS[1], ARGV[5])
+  end
+  if concurrent then
+    redis.call('ZADD', KEYS[3], now, request_id)
+    redis.call('EXPIRE', KEYS[3], ARGV[6])
+  end
+end
+return {requests, oldest, newest, tokens, freeing, last_charge, leases, spent[1], spent[2], spent[3], spent[4]}
+"""
+
+# KEYS: 1 token log, 2 leases, 3..6 the hash holding each budget's spend, 7 usage bucket, 8 usage index.
+# ARGV: 1 now, 2 request_id, 3 window start, 4 window TTL, 5 tokens to log ('' = none),
+#       6..17 per budget: field, amount ('' = unset), TTL,
+#       18 usage field prefix, 19 cost field, 20 cost ('' = none), 21 bucket TTL,
+#       22 minute, 23 index cut-off, 24 index TTL, 25.. usage counters: field, amount.
+# Returns each budget's spend after this charge (nil when unset).
+_SETTLE = """
+local now, request_id = ARGV[1], ARGV[2]
+redis.call('ZREM', KEYS[2], request_id)
+if ARGV[5] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+  redis.call('ZADD', KEYS[1], now, request_id .. ':' .. now .. ':' .. ARGV[5])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+
+local spent = {}
+for i = 1, 4 do
+  local base = 3 + 3 * i
+  spent[i] = false
+  if ARGV[base + 1] ~= '' then
+    spent[i] = redis.call('HINCRBYFLOAT', KEYS[2 + i], ARGV[base], ARGV[base + 1])
+    redis.call('EXPIRE', KEYS[2 + i], ARGV[base + 2])
+  end
+end
+
+local bucket, prefix = KEYS[7], ARGV[18]
+if ARGV[20] ~= '' then
+  redis.call('HINCRBYFLOAT', bucket, prefix .. ARGV[19], ARGV[20])
+end
+for i = 25, #ARGV, 2 do
+  redis.call('HINCRBY', bucket, prefix .. ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', bucket, ARGV[21])
+redis.call('ZADD', KEYS[8], ARGV[22], ARGV[22])
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', ARGV[23])
+redis.call('EXPIRE', KEYS[8], ARGV[24])
+return spent
+"""
+
+
+class RedisStore:
+    """Limits and usage totals shared by every gateway process (``limits.backend: redis``)."""
+
+    def __init__(self, url: str, key_prefix: str, timeout_seconds: float, usage_retention_days: int,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
+            retry=Retry(NoBackoff(), 0), decode_responses=True,
+        )
+        self._where = _without_credentials(url)
+        self._prefix = key_prefix
+        self._retention_seconds = usage_retention_days * 86_400
+        self._lease_seconds = lease_seconds
+        self._admit = self._redis.register_script(_ADMIT)
+        self._settle = self._redis.register_script(_SETTLE)
+        self._down_until = 0.0
+        """``time.monotonic()`` before which Redis is not tried (the back-off after a failure)."""
+
+    async def admit(self, consumer: str, request_id: str, limits: Limits, now: float) -> Verdict:
+        if not limits.active:
+            return Verdict(allowed=True)
+        current = periods(now)
+        keys = [self._key("rpm", consumer), self._key("tpm", consumer), self._key("leases", consumer)]
+        args: list[Any] = [
+            repr(now), request_id, repr(now - WINDOW_SECONDS), repr(now - self._lease_seconds),
+            _WINDOW_TTL, math.ceil(self._lease_seconds) + 1,
+            _optional(limits.requests_per_minute), _optional(limits.tokens_per_minute),
+            _optional(limits.concurrent_requests),
+        ]
+        for name, (period, _) in BUDGETS.items():
+            keys.append(self._key("spent", f"{current[period].name}:{consumer}"))
+            args += [name, _optional(getattr(limits.budget, name))]
+        reply = await self._call(lambda: self._admit(keys=keys, args=args))
+        requests, oldest, newest, tokens, freeing, last_charge, leases, *spent = reply
+        seen = Seen(
+            requests=requests, oldest_request=_time(oldest), newest_request=_time(newest),
+            tokens=tokens, freeing_charge=_time(freeing), newest_charge=_time(last_charge), leases=leases,
+            spent={name: float(used) for name, used in zip(BUDGETS, spent) if used is not None},
+        )
+        return verdict(limits, seen, now)
+
+    async def settle(self, consumer: str, model: str, request_id: str, limits: Limits | None,
+                     usage: Usage, cost_usd: float, now: float) -> dict[str, float]:
+        current = periods(now)
+        tokens = sum(usage.as_dict().values())
+        caps = budget_caps(limits) if limits is not None else {}
+        log_tokens = limits is not None and limits.tokens_per_minute is not None and tokens > 0
+        minute = int(now // 60)
+        keys = [self._key("tpm", consumer), self._key("leases", consumer)]
+        args: list[Any] = [repr(now), request_id, repr(now - WINDOW_SECONDS), _WINDOW_TTL,
+                           tokens if log_tokens else ""]
+        for name, (period, kind) in BUDGETS.items():
+            keys.append(self._key("spent", f"{current[period].name}:{consumer}"))
+            amount = "" if name not in caps else repr(cost_usd) if kind == "usd" else tokens
+            args += [name, amount, math.ceil(current[period].end - now) + PERIOD_GRACE_SECONDS]
+        # A minute's totals are kept until the retention has passed since the minute ended.
+        keys += [self._key("usage", str(minute)), self._key("usage", "minutes")]
+        args += [
+            f"{consumer}{FIELD_SEPARATOR}{model}{FIELD_SEPARATOR}", "cost_usd", repr(cost_usd) if cost_usd else "",
+            math.ceil((minute + 1) * 60 + self._retention_seconds - now),
+            minute, repr((now - self._retention_seconds) / 60 - 1), self._retention_seconds + 60,
+        ]
+        for name, amount in {"requests": 1, **usage.as_dict()}.items():
+            if amount:  # a counter never charged reads 0: zeros are not stored
+                args += [name, amount]
+        spent = await self._call(lambda: self._settle(keys=keys, args=args))
+        return {name: float(used) for name, used in zip(BUDGETS, spent) if used is not None}
+
+    async def usage(self, start: float, end: float, consumer: str | None = None,
+                    model: str | None = None) -> list[UsageRow]:
+        minutes = minute_range(start, end)
+
+        async def read() -> list[dict[str, str]]:
+            kept = await self._redis.zrangebyscore(self._key("usage", "minutes"), minutes.start, minutes.stop - 1)
+            pipe = self._redis.pipeline(transaction=False)
+            for minute in kept:
+                pipe.hgetall(self._key("usage", minute))
+            return await pipe.execute()
+
+        totals: dict[tuple[str, str], dict[str, float]] = {}
+        for bucket in await self._call(read):
+            for field, value in bucket.items():
+                who, what, name = field.split(FIELD_SEPARATOR)
+                if (consumer is None or who == consumer) and (model is None or what == model):
+                    counts = totals.setdefault((who, what), {})
+                    counts[name] = counts.get(name, 0.0) + float(value)
+        return usage_rows(totals)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self._prefix}{kind}:{name}"
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis exchange; any failure becomes StoreUnavailable and starts the back-off."""
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable(f"Redis at {self._where} failed less than {BACKOFF_SECONDS:g}s ago")
+        try:
+            return await call()
+        except (RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + BACKOFF_SECONDS
+            raise StoreUnavailable(f"Redis at {self._where}: {type(exc).__name__}") from exc
+
+
+def _optional(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
+def _time(score: str | None) -> float:
+    return 0.0 if score is None else float(score)
+
+
+def _without_credentials(url: str) -> str:
+    """Where Redis is, for messages: the URL may carry a password (in its user part or its query)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    where = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{where}{parts.path}"
