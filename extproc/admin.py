@@ -20,6 +20,7 @@ import grpc
 
 from ._proto.bedrock_gateway.admin.v1 import admin_pb2 as pb
 from ._proto.bedrock_gateway.admin.v1 import admin_pb2_grpc as pb_grpc
+from .config import Settings
 from .limits import Store, StoreUnavailable, UsageRow
 
 log = logging.getLogger("extproc.admin")
@@ -185,3 +186,12 @@ class AdminServer:
     async def stop(self, grace: float | None = 1.0) -> None:
         """Stop accepting calls; calls in progress get ``grace`` seconds to finish."""
         await self._server.stop(grace)
+
+
+def admin_server(settings: Settings, store: Store, reload: Reload) -> AdminServer | None:
+    """The admin API as configured, or None (logged) when no token is set: no token, no admin port."""
+    if not settings.admin_token:
+        log.info("admin API off: set GATEWAY_ADMIN_TOKEN (or GATEWAY_ADMIN_TOKEN_FILE) to serve it")
+        return None
+    return AdminServer(store, reload, settings.admin_token, settings.config.admin.listen,
+                       settings.config.limits.usage_retention_days)

@@ -8,7 +8,7 @@ import os
 import sys
 
 from . import logs
-from .config import Admin, ConfigError
+from .config import Admin, ConfigError, Settings
 from .keys import hash_key, load_settings_and_keys, mint_key
 
 
@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings, keys = load_settings_and_keys()
     check_settings(settings, args.workers)
     if args.workers > 1:
-        return _supervise(args)
+        return _supervise(args, settings)
     credentials = CredentialSource(refresh_interval=args.credential_refresh_seconds)
     worker = args.worker_index is not None
     gateway = Gateway(settings, keys, credentials, worker_index=args.worker_index)
@@ -31,14 +31,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _supervise(args: argparse.Namespace) -> int:
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     from .workers import Supervisor, supervise
 
     worker_argv = ["serve", "--listen", args.listen, "--grace-seconds", str(args.grace_seconds),
                    "--drain-delay-seconds", str(args.drain_delay_seconds),
                    "--credential-refresh-seconds", str(args.credential_refresh_seconds), "--log-level", args.log_level]
     supervisor = Supervisor(args.workers, worker_argv, args.grace_seconds, args.drain_delay_seconds)
-    return asyncio.run(supervise(supervisor, args.metrics_listen))
+    return asyncio.run(supervise(supervisor, settings, args.metrics_listen))
 
 
 def _keys_new(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from .errors import GatewayError, Kind
 from .metrics import PHASE_DURATION
+from .admin import admin_server
 from .metrics_http import MetricsServer
 from .gateway import Forward, Gateway, Reply, RequestState
 
@@ -173,8 +174,11 @@ async def serve(gateway: Gateway, listen: str, metrics_listen: str | None, grace
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     server.add_insecure_port(listen)
     metrics_server = MetricsServer(metrics_listen).start() if metrics_listen else None
+    admin = None if reuse_port else admin_server(gateway.settings, gateway.limiter.store, gateway.reload)
 
     await gateway.credentials.start()
+    if admin:
+        await admin.start()
     await server.start()
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     if metrics_server:
@@ -201,6 +205,8 @@ async def serve(gateway: Gateway, listen: str, metrics_listen: str | None, grace
     await health.enter_graceful_shutdown()
     await asyncio.sleep(delay)
     await server.stop(grace_seconds)
+    if admin:
+        await admin.stop()
     await gateway.close()
     await gateway.credentials.stop()
     if metrics_server:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, Settings
+from .gateway import Reloaded
 from .keys import load_settings_and_keys
 
 log = logging.getLogger("extproc.workers")
@@ -97,25 +98,32 @@ class Supervisor:
                 process.kill()
                 process.wait()
 
-    async def reload(self) -> tuple[bool, str, int, int]:
+    async def reload(self) -> Reloaded:
         """Check the new configuration here first, so a bad file never reaches a worker; then SIGHUP them."""
+        source = os.environ.get("GATEWAY_CONFIG") or "built-in defaults"
         try:
             settings, keys = await asyncio.to_thread(load_settings_and_keys)
         except ConfigError as exc:
             log.error("reload refused", extra={"error": str(exc)})
-            return False, str(exc), 0, 0
+            return Reloaded(False, str(exc), 0, 0, source)
         self.signal_all(signal.SIGHUP)
         log.info("reload sent to workers", extra={"workers": len(self.processes)})
-        return True, f"configuration and keys reloaded by {len(self.processes)} workers", \
-            len(settings.config.consumers), len(keys)
+        return Reloaded(True, f"configuration and keys reloaded by {len(self.processes)} workers",
+                        len(settings.config.consumers), len(keys), source)
 
 
-async def supervise(supervisor: Supervisor, metrics_listen: str) -> int:
+async def supervise(supervisor: Supervisor, settings: Settings, metrics_listen: str) -> int:
     """Run the workers until SIGTERM/SIGINT; returns the exit code."""
     from prometheus_client import CollectorRegistry, multiprocess
 
+    from .admin import admin_server
+    from .limits.enforce import open_store
     from .metrics_http import MetricsServer
 
+    store = open_store(settings)  # the workers' shared Redis: usage totals for the admin API
+    admin = admin_server(settings, store, supervisor.reload)
+    if admin:
+        await admin.start()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(supervisor.metrics_dir))
     metrics_server = MetricsServer(metrics_listen, registry).start()
@@ -135,6 +143,9 @@ async def supervise(supervisor: Supervisor, metrics_listen: str) -> int:
     metrics_server.serving.clear()
     await supervisor.stop(received[0])
     watcher.cancel()
+    if admin:
+        await admin.stop()
+    await store.close()
     metrics_server.stop()
     log.info("supervisor stopped")
     return 0
