@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,5 +148,6 @@ async def supervise(supervisor: Supervisor, settings: Settings, metrics_listen: 
         await admin.stop()
     await store.close()
     metrics_server.stop()
+    shutil.rmtree(supervisor.metrics_dir, ignore_errors=True)
     log.info("supervisor stopped")
     return 0
