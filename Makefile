@@ -6,8 +6,11 @@ STAMP := $(VENV)/.installed
 # Real clients the tests drive (Claude Code), pinned in tests/clients/package-lock.json.
 CLIENTS := tests/clients
 CLIENTS_STAMP := $(CLIENTS)/node_modules/.installed
+# The security scanner of tests/deploy (checkov) in a virtualenv of its own: it pins a boto3 older than ours.
+SCANNER := var/tools/checkov
+SCANNER_STAMP := $(SCANNER)/.installed
 
-.PHONY: run test bench setup clients clean
+.PHONY: run test bench setup clients scanner clean
 
 setup: $(STAMP)
 
@@ -30,10 +33,18 @@ $(CLIENTS_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
 	$(CLIENTS)/node_modules/.bin/claude --version
 	touch $@
 
+scanner: $(SCANNER_STAMP)
+
+$(SCANNER_STAMP): tests/deploy/scanner-requirements.txt
+	rm -rf $(SCANNER)
+	$(PYTHON) -m venv $(SCANNER)
+	$(SCANNER)/bin/pip install --quiet --disable-pip-version-check -r tests/deploy/scanner-requirements.txt
+	touch $@
+
 run: $(STAMP)
 	$(BIN)/python -m devstack
 
-test: $(STAMP) $(CLIENTS_STAMP)
+test: $(STAMP) $(CLIENTS_STAMP) $(SCANNER_STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
