@@ -3,7 +3,10 @@
 Order of work, and why:
 
 0. ``guardrail-cost``: the guardrail policies timed in this process
-   (:mod:`bench.guardcost`), before any server starts, so none competes for the CPU;
+   (:mod:`bench.guardcost`), and ``metering``: the gateway's decision path with
+   limits off, on the memory store and on Redis, metering's share, Redis round
+   trips and memory per consumer (:mod:`bench.metering`, on a redis-server of
+   its own), before any server starts, so none competes for the CPU;
 1. start (c), (b), (a) at once on free ports (:mod:`bench.setups`), so rounds
    interleave without restarts; for ``guardrail-latency`` also (d), the
    gateway with guardrails off (only (c) and (d) when it is the only part with servers);
@@ -51,7 +54,7 @@ from typing import Any
 
 from devstack import ROOT
 
-from . import cpu, guardcost, report, setups, streaming, wrk
+from . import cpu, guardcost, metering, report, setups, streaming, wrk
 from .payload import (APIS, GUARDED, LONG_ANSWER_WORDS, MESSAGES, MODEL, PACE_MS, PLAIN, PROMPT_BYTES, STREAM,
                       STREAM_LONG, HttpRequest, Workload)
 from .report import CpuRun, GuardRun, Run, TtftRun
@@ -59,7 +62,7 @@ from .setups import Setup
 
 OUT_DIR = ROOT / "var" / "bench"
 WARMUP_SECONDS = 2
-PARTS = ("messages", "chat", "ttft", "cpu", "guardrail-cost", "guardrail-latency")
+PARTS = ("messages", "chat", "ttft", "cpu", "guardrail-cost", "guardrail-latency", "metering")
 ALIASES = {"stream": ("ttft", "cpu"), "guardrails": ("guardrail-cost", "guardrail-latency"), "all": PARTS}
 COMPARED = "abc"
 """The set-ups of the parts messages, chat, ttft and cpu; guardrail-latency compares (c) and (d)."""
@@ -79,7 +82,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="all", metavar="PART,PART",
                         help="parts to run: messages, chat (non-streaming, wrk), ttft, cpu (streaming), "
-                             "guardrail-cost (in-process), guardrail-latency (wrk); 'stream' = ttft,cpu, "
+                             "guardrail-cost (in-process), guardrail-latency (wrk), metering (in-process, "
+                             "limits off, memory, Redis); 'stream' = ttft,cpu, "
                              "'guardrails' = guardrail-cost,guardrail-latency (default: all)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every part (default 3)")
     parser.add_argument("--duration", type=int, default=8, metavar="SECONDS",
@@ -101,7 +105,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                              "(and refresh the cells and summaries it holds)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (under a minute): 1 round, wrk runs of 1 s, 30 streams per TTFT cell, "
-                             "CPU runs of 1 s, 3 repetitions of the guardrail timings")
+                             "CPU runs of 1 s, 3 repetitions of the guardrail timings, metering's small sizes")
     args = parser.parse_args(argv)
     parts: list[str] = []
     for name in (n.strip() for n in args.only.split(",") if n.strip()):
@@ -435,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     ttft_runs: list[TtftRun] = []
     cpu_runs: list[CpuRun] = []
     guard_cost: dict[str, Any] | None = None
+    metering_results: dict[str, Any] | None = None
     guard_runs: list[GuardRun] = []
     guard_inprocess: dict[int, float] = {}
     labels: dict[str, str] = {}
@@ -444,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         if "guardrail-cost" in args.parts:  # in this process, before any server starts
             _progress(f"guardrail cost: {args.guard_repeats} repetitions of every policy on every body")
             guard_cost = guardcost.measure(args.guard_repeats, _progress)
+        if "metering" in args.parts:  # in this process too, and its own redis-server
+            metering_results = metering.measure(args.quick, _progress)
         if keys:
             _progress(f"starting set-ups {', '.join(f'({k})' for k in keys)} (logs in {workdir})")
             with setups.running(workdir, keys) as all_setups:
@@ -501,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         results["cpu"] = {"runs": [vars(r) for r in cpu_runs]}
     if guard_cost:
         results["guardrail_cost"] = guard_cost
+    if metering_results:
+        results["metering"] = metering_results
     if guard_runs:
         results["guardrail_latency"] = {"inprocess_request_ms": guard_inprocess,
                                         "runs": [{"prompt_bytes": r.prompt_bytes, "setup": r.setup,
@@ -555,6 +564,11 @@ def render(results: dict[str, Any]) -> str:
         overheads_guard = report.guard_summary(table_guard, inprocess)
         sections.append(report.guard_markdown(table_guard, overheads_guard))
         results["guardrail_latency"].update(cells=[vars(c) for c in table_guard], summary=overheads_guard)
+    if results.get("metering"):
+        measured = results["metering"]
+        table_metering = metering.cells(measured)
+        sections.append(metering.markdown(table_metering, measured))
+        measured.update(cells=[vars(c) for c in table_metering], summary=metering.summary(table_metering, measured))
     return "\n\n".join(sections)
 
 

@@ -17,6 +17,12 @@ against the same gateway with guardrails off (d), cells as for the
 non-streaming requests (median over rounds), and (c) − (d): what the default
 policy adds.
 
+The two in-process parts keep their figures next to their measurements:
+:mod:`bench.guardcost` (guardrail cost per KB) and :mod:`bench.metering`
+(the decision path with limits off, on the memory store and on Redis: µs per
+request, median over interleaved rounds, and the ratios to limits off;
+metering's share; Redis round trips and memory per consumer; memory held).
+
 CPU: each round gives CPU milliseconds per 1,000 events the client received
 (and per stream); a cell is the median over rounds, like wrk's. The
 comparison across set-ups is made per stream (the same streams, the same

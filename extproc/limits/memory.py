@@ -83,12 +83,13 @@ class Seen:
     """Each budget set: the amount used in its current period."""
 
 
-def _freeing_charge(charges: Collection[tuple[float, int]], limit: int) -> float:
+def _freeing_charge(charges: Collection[tuple[float, int]], total: int, limit: int) -> float:
     """The time of the charge whose leaving the window brings the tokens under ``limit``.
 
-    ``charges`` are (time, tokens), oldest first; 0 when the tokens are already under.
+    ``charges`` are (time, tokens), oldest first, adding up to ``total``; 0 when
+    the tokens are already under (then nothing is walked: admits stay O(1)).
     """
-    left = sum(tokens for _, tokens in charges)
+    left = total
     freeing = 0.0
     for at, tokens in charges:
         if left < limit:
@@ -152,6 +153,8 @@ class _Consumer:
     """Admission times, oldest first."""
     charges: deque[tuple[float, int]] = field(default_factory=deque)
     """(time, tokens) charged at settle, oldest first."""
+    charged: int = 0
+    """The tokens of ``charges``, kept as they come and go, so a check never sums the window."""
     leases: dict[str, float] = field(default_factory=dict)
     """request_id -> admission time, oldest first."""
     spent: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -162,7 +165,7 @@ class _Consumer:
         while self.requests and self.requests[0] <= window_start:
             self.requests.popleft()
         while self.charges and self.charges[0][0] <= window_start:
-            self.charges.popleft()
+            self.charged -= self.charges.popleft()[1]
         while self.leases and (oldest := next(iter(self.leases.items())))[1] <= lease_cutoff:
             del self.leases[oldest[0]]
         names = {period.name for period in current.values()}
@@ -177,8 +180,8 @@ class _Consumer:
             requests=len(self.requests),
             oldest_request=self.requests[0] if self.requests else 0.0,
             newest_request=self.requests[-1] if self.requests else 0.0,
-            tokens=sum(tokens for _, tokens in self.charges),
-            freeing_charge=_freeing_charge(self.charges, tpm) if tpm is not None else 0.0,
+            tokens=self.charged,
+            freeing_charge=_freeing_charge(self.charges, self.charged, tpm) if tpm is not None else 0.0,
             newest_charge=self.charges[-1][0] if self.charges else 0.0,
             leases=len(self.leases),
             spent={name: self.spent.get(_spent_key(name, current), 0.0) for name in budget_caps(limits)},
@@ -229,6 +232,7 @@ class MemoryStore:
             tokens = sum(usage.as_dict().values())
             if limits.tokens_per_minute is not None and tokens:
                 state.charges.append((now, tokens))
+                state.charged += tokens
             for name in budget_caps(limits):
                 key = _spent_key(name, current)
                 amount = cost_usd if BUDGETS[name][1] == "usd" else tokens

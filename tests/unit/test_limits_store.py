@@ -337,7 +337,7 @@ def test_redis_every_key_expires(redis_server: RedisServer, prefix: str, run: Ru
     client = redis_server.client()
     ttls = {key.removeprefix(prefix): client.ttl(key) for key in client.scan_iter(f"{prefix}*")}
     day_end, month_end = utc(2026, 11, 27) - NOW, utc(2026, 12, 1) - NOW
-    bounds = {"rpm:a": 61, "tpm:a": 61, "leases:a": 901, "spent:2026-11-26:a": day_end + 60,
+    bounds = {"rpm:a": 61, "tpm:a": 61, "tpmsum:a": 61, "leases:a": 901, "spent:2026-11-26:a": day_end + 60,
               "spent:2026-11:a": month_end + 60, f"usage:{int(NOW // 60)}": RETENTION + 60, "usage:minutes": RETENTION + 60}
     assert ttls.keys() == bounds.keys()
     for key, ttl in ttls.items():
@@ -374,4 +374,24 @@ def test_redis_one_round_trip_per_admit_and_settle(redis_server: RedisServer, pr
     sent.clear()
     assert run(store.admit("free", "r1", Limits(), NOW)).allowed
     assert sent == [], "no limits, no round trip"
+    run(store.close())
+
+
+def test_redis_token_check_reads_a_running_total_not_the_window(redis_server: RedisServer, prefix: str,
+                                                                run: Run[Any]) -> None:
+    """A busy consumer's check stays one read: the total follows charges in and out of the window,
+    and a lost total is rebuilt from the log."""
+    store = RedisStore(redis_server.url, prefix, 5.0, RETENTION_DAYS)
+    limits = Limits(tokens_per_minute=10_000)
+    client = redis_server.client()
+    for i in range(300):
+        run(store.settle("a", "haiku", f"r{i}", limits, Usage(input=7), 0.0, NOW + i * 0.1))
+    assert client.get(f"{prefix}tpmsum:a") == "2100"
+    verdict = run(store.admit("a", "x", limits, NOW + 30))
+    assert verdict.tokens is not None and verdict.tokens.remaining == 10_000 - 2100
+    later = run(store.admit("a", "y", limits, NOW + 75.05))  # the 151 charges up to NOW + 15 have left
+    assert later.tokens is not None and later.tokens.remaining == 10_000 - 7 * 149
+    client.delete(f"{prefix}tpmsum:a")
+    rebuilt = run(store.admit("a", "z", limits, NOW + 75.05))
+    assert rebuilt.tokens is not None and rebuilt.tokens.remaining == 10_000 - 7 * 149
     run(store.close())
