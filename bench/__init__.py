@@ -29,4 +29,9 @@ a fourth set-up started only for it:
 (d) ``unguarded`` the gateway again, with ``guardrail_policies.default``
     configured without detectors; the same Anthropic request as (c), with a
     1 KiB and a 32 KiB prompt, with ``wrk``.
+
+Metering and limits (part ``metering``, in-process, no Envoy): the whole
+decision path of one request without limits, with limits on the memory store
+and on a real Redis, side by side; Redis round trips per request, memory per
+consumer, and what a request leaves behind (:mod:`bench.metering`).
 """
