@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml setup.py $(shell find protos -name '*.proto')
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet 'setuptools>=68' 'grpcio-tools>=1.70,<2'
-	$(BIN)/pip install --quiet --no-build-isolation -e '.[test]'
+	$(BIN)/pip install --quiet --no-build-isolation -e '.[test,envoy]'
 	touch $(STAMP)
 
 clients: $(CLIENTS_STAMP)

@@ -571,7 +571,8 @@ class Gateway:
                content_type: str | None = "application/json") -> Reply:
         """Answer the client from the gateway itself (no upstream call)."""
         state.status = status
-        return Reply(status, [("content-type", content_type)] if content_type else [], body)
+        return Reply(status, [("content-type", content_type)] if content_type else [], body,
+                     metadata={"consumer": state.consumer or "", "route": state.route.label})
 
     def reject(self, state: RequestState, error: GatewayError, upstream: bool = False) -> Reply:
         """Answer ``error`` in the client's API shape and record why."""

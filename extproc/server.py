@@ -65,8 +65,9 @@ def _fill_mutation(mutation: pb.HeaderMutation, set_headers: list[tuple[str, str
         mutation.remove_headers.extend(remove)
 
 
-METADATA_NAMESPACE = "envoy.filters.http.ext_proc"
-"""Where the access log reads consumer, route and model (envoy.yaml ``metadata_options``)."""
+METADATA_NAMESPACE = "bedrock_gateway"
+"""Where the access log reads consumer, route and model (envoy.yaml ``metadata_options``): a namespace
+of our own, because Envoy Gateway refuses writes to ``envoy.filters.http.*`` namespaces."""
 
 
 def to_response(phase: str, result: Forward | Reply) -> pb.ProcessingResponse:

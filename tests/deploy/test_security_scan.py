@@ -31,17 +31,6 @@ from tests.deploy.kustomize import render
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 
-# Findings in files this deployment work does not own (the extproc and emulator
-# images), with the reason they are not real; each should move into its file as
-# a `# checkov:skip=` comment. An entry that no longer matches does no harm.
-ACCEPTED_ELSEWHERE = {
-    ("CKV_DOCKER_7", "/extproc.Dockerfile"): "FROM ${PYTHON_IMAGE}: the ARG default pins "
-                                             "python:3.11.14-slim-bookworm; checkov does not resolve build arguments",
-    ("CKV_DOCKER_7", "/emulator.Dockerfile"): "FROM ${PYTHON_IMAGE}: the ARG default pins "
-                                              "python:3.11.14-slim-bookworm; checkov does not resolve build arguments",
-}
-
-
 @pytest.fixture(scope="module")
 def checkov() -> Path:
     """checkov, from the virtualenv `make scanner` installs."""
@@ -120,7 +109,7 @@ def _describe(checks: list[dict[str, Any]]) -> str:
 def test_no_unjustified_finding(scans: dict[str, dict[str, Any]], framework: str) -> None:
     report = scans[framework]
     assert report["parsing_errors"] == 0, report["stderr"]
-    failed = [c for c in report["failed"] if (c["check_id"], c["file_path"]) not in ACCEPTED_ELSEWHERE]
+    failed = report["failed"]
     assert not failed, f"checkov {framework} findings (fix, or skip in place with a reason):\n" + _describe(failed)
     for skipped in report["skipped"]:
         reason = (skipped.get("check_result") or {}).get("suppress_comment", "")
