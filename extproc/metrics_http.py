@@ -11,8 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 class MetricsServer:
     """Serves ``registry`` (the process's own, or the workers' sum under ``--workers``)."""
 
-    def __init__(self, listen: str, registry: CollectorRegistry = REGISTRY) -> None:
-        self.serving = threading.Event()
+    def __init__(self, listen: str, registry: CollectorRegistry = REGISTRY,
+                 serving: threading.Event | None = None) -> None:
+        self.serving = serving or threading.Event()
         """Set while the process serves traffic: ``/healthz`` answers 200, else 503 (draining)."""
         serving = self.serving
 

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +53,8 @@ class Supervisor:
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="extproc-metrics-"))
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = False
+        self.serving = threading.Event()
+        """Set while every worker runs: the supervisor's ``/healthz`` is 503 while one is being restarted."""
 
     def environment(self) -> dict[str, str]:
         # EXTPROC_WORKERS=1: a worker must serve, not supervise workers of its own.
@@ -79,12 +82,14 @@ class Supervisor:
             for index, process in list(self.processes.items()):
                 code = process.poll()
                 if code is not None and not self.stopping:
+                    self.serving.clear()
                     log.error("worker exited; starting it again", extra={"worker": index, "pid": process.pid,
                                                                         "exit_code": code})
                     multiprocess.mark_process_dead(process.pid, str(self.metrics_dir))
                     await asyncio.sleep(RESTART_BACKOFF_SECONDS)
                     if not self.stopping:
                         self.start_worker(index)
+                        self.serving.set()
             await asyncio.sleep(0.5)
 
     async def stop(self, sig: signal.Signals) -> None:
@@ -127,10 +132,10 @@ async def supervise(supervisor: Supervisor, settings: Settings, metrics_listen: 
         await admin.start()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(supervisor.metrics_dir))
-    metrics_server = MetricsServer(metrics_listen, registry).start()
+    metrics_server = MetricsServer(metrics_listen, registry, serving=supervisor.serving).start()
     for index in range(supervisor.count):
         supervisor.start_worker(index)
-    metrics_server.serving.set()
+    supervisor.serving.set()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[signal.Signals] = []
@@ -141,7 +146,7 @@ async def supervise(supervisor: Supervisor, settings: Settings, metrics_listen: 
     watcher = loop.create_task(supervisor.watch())
     log.info("supervisor serving", extra={"workers": supervisor.count, "metrics": metrics_listen})
     await stop.wait()
-    metrics_server.serving.clear()
+    supervisor.serving.clear()
     await supervisor.stop(received[0])
     watcher.cancel()
     if admin:

@@ -322,3 +322,27 @@ def test_workers_behind_envoy_share_one_metrics_endpoint(make_stack: Callable[..
     assert len(request_records(stack)) == 20
     assert metric_sum(scrape(stack), "gateway_tokens_total", consumer="alpha") == sum(
         sum(r["tokens"].values()) for r in request_records(stack))
+
+
+def test_a_dead_worker_is_started_again(workers: tuple[str, str, Path]) -> None:
+    """SIGKILL one worker: the supervisor's /healthz is 503 until a new one runs, then requests go on."""
+    address, key, log = workers
+    started = [json.loads(line) for line in log.read_text().splitlines()
+               if line.startswith("{") and '"worker started"' in line]
+    metrics_port = next(json.loads(line)["metrics"] for line in log.read_text().splitlines()
+                        if '"supervisor serving"' in line).rpartition(":")[2]
+    os.kill(started[0]["pid"], signal.SIGKILL)
+    health = f"http://127.0.0.1:{metrics_port}/healthz"
+    seen_down, deadline = False, time.monotonic() + 15
+    while time.monotonic() < deadline:
+        code = httpx.get(health).status_code
+        seen_down = seen_down or code == 503
+        if seen_down and code == 200:
+            break
+        time.sleep(0.05)
+    assert seen_down and httpx.get(health).status_code == 200
+    assert '"worker exited; starting it again"' in log.read_text()
+    envoys = [EnvoyLike(address, i) for i in range(4)]
+    assert [envoys[i].request(key, f"after-{i}") for i in range(4)] == [200] * 4
+    for envoy in envoys:
+        envoy.close()
