@@ -141,6 +141,9 @@ class RequestState:
     """Claude Code's ``x-claude-code-session-id``, for logs."""
     limits: Limits | None = None
     """The consumer's limits, when this request must pass them before going upstream."""
+    limit_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """This request in the limits store (its concurrency lease, its charges): ours, never the client's
+    ``x-request-id``, which a client may repeat to share one lease among many requests."""
     upstream_error: str | None = None
     """Bedrock's error type (or ``connection``/``timeout`` for Envoy's own), for the upstream-errors metric."""
     audit_prompt: Any = None
@@ -251,7 +254,7 @@ class Gateway:
     async def admit(self, state: RequestState) -> Reply | None:
         """The consumer's limits, checked before anything goes upstream: None to go on, else the 429."""
         assert state.limits is not None and state.consumer is not None
-        error = await self.limiter.admit(state.consumer, state.request_id, state.limits, state.route.api)
+        error = await self.limiter.admit(state.consumer, state.limit_id, state.limits, state.route.api)
         return None if error is None else self.reject(state, error)
 
     # -- phase 2 -------------------------------------------------------------

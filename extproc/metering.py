@@ -115,7 +115,7 @@ class Meter:
         if self.audit is not None and state.audit_prompt is not None:
             self.audit.write(self._audit_entry(state, record))
         if state.consumer:
-            self.limiter.settle(consumer, model, state.request_id, limits if limits and limits.active else None,
+            self.limiter.settle(consumer, model, state.limit_id, limits if limits and limits.active else None,
                                 usage, cost)
 
     def _audit_entry(self, state: RequestState, record: dict[str, Any]) -> dict[str, Any]:

@@ -58,9 +58,14 @@ T = TypeVar("T")
 
 # Shared by both scripts: the running token total of a token log, with the charges that
 # left the window taken out (usually none or a few). A missing total (expired, or kept by a
-# gateway version without it) is rebuilt from the log once.
+# gateway version without it) is rebuilt from the log once; a missing log (expired: no charge
+# for a minute) means no tokens, whatever a total that outlived it says.
 _TOKEN_TOTAL = """
 local function token_total(log, total_key, window_start)
+  if redis.call('EXISTS', log) == 0 then
+    redis.call('DEL', total_key)
+    return 0
+  end
   local total = redis.call('GET', total_key)
   if not total then
     total = 0
@@ -104,7 +109,9 @@ end
 local tokens, freeing, last_charge = 0, false, false
 if tpm then
   tokens = token_total(KEYS[2], KEYS[8], window_start)
-  redis.call('SET', KEYS[8], tokens, 'EX', ARGV[5])
+  if tokens > 0 then
+    redis.call('SET', KEYS[8], tokens, 'KEEPTTL')  -- expires with the log it sums (set at settle)
+  end
   local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
   if #last > 0 then last_charge = last[2] end
   if tokens >= tpm then

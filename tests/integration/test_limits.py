@@ -346,3 +346,4 @@ def test_a_dead_worker_is_started_again(workers: tuple[str, str, Path]) -> None:
     assert [envoys[i].request(key, f"after-{i}") for i in range(4)] == [200] * 4
     for envoy in envoys:
         envoy.close()
+

@@ -137,3 +137,25 @@ def test_a_translation_that_outgrows_the_upstream_limit_is_a_clear_413(gateway: 
         {"role": "user", "content": text}]}).encode())
     assert isinstance(result, Reply) and result.status == 413
     assert "32 MiB" in json.loads(result.body)["error"]["message"]
+
+
+def test_a_repeated_request_id_does_not_share_a_concurrency_lease() -> None:
+    """Behind a proxy that keeps the client's x-request-id, a client could send one id on every request;
+    leases belong to the gateway's own id for each request, so the limit still holds."""
+    settings = load_settings({"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": "http://127.0.0.1:8090"})
+    config = parse_config("usage_records: {stdout: false}\npolicies:\n  default: {limits: {concurrent_requests: 2}}\n"
+                          f"consumers:\n  team:\n    key_sha256: {hash_key(KEY)}\n")
+    gateway = Gateway(settings.model_copy(update={"config": config}), KeyRing.build(config, None),
+                      CredentialSource(session=botocore.session.Session()))
+
+    async def three_at_once() -> list[object]:
+        results = []
+        for _ in range(3):
+            state = RequestState()
+            assert isinstance(gateway.request_headers(state, _headers(**{"x-api-key": KEY}), False), Forward)
+            results.append(await gateway.admit(state))
+        return results
+
+    first, second, third = asyncio.run(three_at_once())  # all with x-request-id rid-1
+    assert first is None and second is None
+    assert isinstance(third, Reply) and third.status == 429

@@ -395,3 +395,17 @@ def test_redis_token_check_reads_a_running_total_not_the_window(redis_server: Re
     rebuilt = run(store.admit("a", "z", limits, NOW + 75.05))
     assert rebuilt.tokens is not None and rebuilt.tokens.remaining == 10_000 - 7 * 149
     run(store.close())
+
+
+def test_redis_token_total_never_outlives_its_log(redis_server: RedisServer, prefix: str, run: Run[Any]) -> None:
+    """Checks alone must not keep a total alive after the charges it sums expired with their log."""
+    store = RedisStore(redis_server.url, prefix, 5.0, RETENTION_DAYS)
+    limits = Limits(tokens_per_minute=1000)
+    client = redis_server.client()
+    run(store.settle("a", "haiku", "r1", limits, Usage(input=1000), 0.0, NOW))
+    assert not run(store.admit("a", "x", limits, NOW + 30)).allowed
+    assert client.ttl(f"{prefix}tpmsum:a") <= client.ttl(f"{prefix}tpm:a") + 1
+    client.delete(f"{prefix}tpm:a")  # the log expired (no charge for a minute)
+    assert run(store.admit("a", "y", limits, NOW + 63)).allowed
+    assert not client.exists(f"{prefix}tpmsum:a")
+    run(store.close())
