@@ -104,6 +104,21 @@ def to_response(phase: str, result: Forward | Reply) -> pb.ProcessingResponse:
 class Processor(pb_grpc.ExternalProcessorServicer):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self.open_streams = 0
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Until every stream has run its ``finally`` (its usage record and charge), or ``timeout``.
+
+        ``server.stop(grace)`` cancels what is still running when the grace ends and
+        returns before the cancelled handlers have finished: their records must still
+        be written before the writer closes.
+        """
+        try:
+            await asyncio.wait_for(self._all_closed.wait(), timeout)
+        except TimeoutError:
+            log.error("streams still open after shutdown", extra={"streams": self.open_streams})
 
     def _decide(self, state: RequestState, phase: str, request: pb.ProcessingRequest) -> Forward | Reply:
         gateway = self.gateway
@@ -124,10 +139,13 @@ class Processor(pb_grpc.ExternalProcessorServicer):
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
         state = RequestState()
+        self.open_streams += 1
+        self._all_closed.clear()
         try:
             async for request in request_iterator:
                 phase = request.WhichOneof("request")
                 try:
+                    started = time.perf_counter()
                     if phase == "request_body" and len(request.request_body.body) > OFFLOAD_BYTES:
                         # Parsing, inspecting, translating and signing megabytes takes a while:
                         # ask Envoy for more time for this one message (up to its
@@ -136,9 +154,8 @@ class Processor(pb_grpc.ExternalProcessorServicer):
                         yield _MORE_TIME
                         result = await asyncio.to_thread(self._decide, state, phase, request)
                     else:
-                        started = time.perf_counter()
                         result = self._decide(state, phase, request)
-                        PHASE_DURATION.labels(phase).observe(time.perf_counter() - started)
+                    PHASE_DURATION.labels(phase).observe(time.perf_counter() - started)
                     if state.limits is not None and phase == "request_headers" and isinstance(result, Forward):
                         result = await self.gateway.admit(state) or result
                 except GatewayError as exc:
@@ -151,6 +168,9 @@ class Processor(pb_grpc.ExternalProcessorServicer):
                     return
         finally:
             self.gateway.finish(state)
+            self.open_streams -= 1
+            if not self.open_streams:
+                self._all_closed.set()
 
 
 async def serve(gateway: Gateway, listen: str, metrics_listen: str | None, grace_seconds: float,
@@ -170,7 +190,8 @@ async def serve(gateway: Gateway, listen: str, metrics_listen: str | None, grace
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
-    pb_grpc.add_ExternalProcessorServicer_to_server(Processor(gateway), server)
+    processor = Processor(gateway)
+    pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     server.add_insecure_port(listen)
@@ -206,6 +227,7 @@ async def serve(gateway: Gateway, listen: str, metrics_listen: str | None, grace
     await health.enter_graceful_shutdown()
     await asyncio.sleep(delay)
     await server.stop(grace_seconds)
+    await processor.wait_closed(timeout=5)
     if admin:
         await admin.stop()
     await gateway.close()

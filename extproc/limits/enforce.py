@@ -26,6 +26,10 @@ from . import Quota, Store, StoreUnavailable, Verdict
 
 log = logging.getLogger("extproc.limits")
 
+SETTLE_ATTEMPTS = 4
+SETTLE_RETRY_SECONDS = 1.2
+"""Just over a store's back-off after a failure (1 s), so a retry really reaches Redis again."""
+
 _LIMIT_NAMES = {
     "requests_per_minute": "requests per minute",
     "tokens_per_minute": "tokens per minute",
@@ -88,12 +92,20 @@ class Limiter:
 
     async def _settle(self, consumer: str, model: str, request_id: str, limits: Limits | None, usage: Usage,
                       cost_usd: float, now: float) -> None:
-        try:
-            used = await self.store.settle(consumer, model, request_id, limits, usage, cost_usd, now)
-        except StoreUnavailable:
+        for attempt in range(SETTLE_ATTEMPTS):
+            try:
+                used = await self.store.settle(consumer, model, request_id, limits, usage, cost_usd, now)
+                break
+            except StoreUnavailable:
+                # A lost settle would keep a concurrency lease for its whole expiry and leave tokens
+                # and cost uncharged: try again after the store's back-off before giving up.
+                if attempt + 1 < SETTLE_ATTEMPTS:
+                    metrics.LIMITS_BACKEND_ERRORS.labels("settle", "retried").inc()
+                    await asyncio.sleep(SETTLE_RETRY_SECONDS)
+        else:
             metrics.LIMITS_BACKEND_ERRORS.labels("settle", "lost").inc()
             log.warning("usage not charged to limits: store unavailable",
-                        extra={"request_id": request_id, "consumer": consumer})
+                        extra={"limit_id": request_id, "consumer": consumer})
             return
         if limits is not None:
             for budget, amount in used.items():

@@ -252,3 +252,32 @@ def test_refused_request_record_has_zero_cost(stack: Stack, keys: Keys) -> None:
     assert record["consumer"] == "alpha" and record["status"] == response.status_code
     assert set(record) >= {"time", "route", "model", "bedrock_model", "duration_ms", "first_token_ms", "partial",
                            "guardrails"}
+
+
+def test_a_stream_cut_at_the_end_of_the_grace_period_still_has_its_record(
+        make_stack: Callable[..., Stack], keys: Keys) -> None:
+    """SIGTERM with a long stream in flight and a 1 s grace: the stream is cut, its partial record is written."""
+    stack = make_stack(env={"EXTPROC_GRACE_SECONDS": "1", "EXTPROC_DRAIN_DELAY_SECONDS": "0"})
+    body = {"model": "haiku", "max_tokens": 500, "stream": True,
+            "messages": [{"role": "user", "content": "long one [[emulator:slow=300]] [[emulator:words=90]]"}]}
+    seen: list[str] = []
+
+    def stream() -> None:
+        try:
+            with httpx.stream("POST", f"{stack.url}/v1/messages", headers={"x-api-key": keys.alpha}, json=body,
+                              timeout=30) as response:
+                seen.append(response.headers["x-request-id"])
+                for _ in response.iter_raw():
+                    pass
+        except httpx.HTTPError:
+            pass  # the stream is cut: that is the point
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    time.sleep(1.0)
+    stack.processes["extproc"].popen.send_signal(signal.SIGTERM)
+    assert stack.processes["extproc"].popen.wait(timeout=30) == 0
+    thread.join(timeout=30)
+    (request_id,) = seen
+    records = [r for r in request_records(stack) if r["request_id"] == request_id]
+    assert len(records) == 1 and records[0]["partial"] is True and records[0]["tokens"]["input"] > 0

@@ -91,3 +91,23 @@ def test_unreachable_store_fails_open_or_closed() -> None:
         await closed.close()
 
     asyncio.run(run())
+
+
+def test_a_charge_that_meets_a_redis_hiccup_is_retried_and_releases_its_lease() -> None:
+    from tests.redis_server import RedisServer
+
+    async def run(server: RedisServer) -> None:
+        limiter = Limiter(RedisStore(server.url, "t:", 0.2, 1), LimitsBackend())
+        limits = Limits(concurrent_requests=1)
+        assert await limiter.admit("team", "lease-1", limits, Api.OPENAI) is None
+        server.pause()  # Redis stops answering: the charge times out and the store backs off
+        limiter.settle("team", "haiku", "lease-1", limits, Usage(input=5), 0.0)
+        await asyncio.sleep(0.5)
+        server.resume()
+        await limiter.drain()  # the retry after the back-off gets through
+        assert await limiter.admit("team", "lease-2", limits, Api.OPENAI) is None  # the lease was released
+        assert metrics.LIMITS_BACKEND_ERRORS.labels("settle", "retried")._value.get() >= 1
+        await limiter.close()
+
+    with RedisServer() as server:
+        asyncio.run(run(server))
