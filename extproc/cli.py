@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 
 from . import logs
@@ -18,6 +19,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import serve
     from .workers import check_settings
 
+    # Until the server installs its own handler, SIGHUP (a reload) must not end a starting process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logs.setup(args.log_level)
     settings, keys = load_settings_and_keys()
     check_settings(settings, args.workers)

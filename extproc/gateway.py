@@ -171,6 +171,9 @@ class Gateway:
         self.credentials = credentials
         self.limiter = limiter or Limiter(open_store(settings), settings.config.limits)
         self.meter = meter or Meter.from_settings(settings, self.limiter, worker_index)
+        self._started_with = (settings.config.limits, settings.redis_url, settings.config.usage_records,
+                              settings.config.audit, settings.config.admin)
+        """What only a restart changes (the limits store, the records and audit files, the admin address)."""
         self._apply(settings, keys)
 
     def _apply(self, settings: Settings, keys: KeyRing) -> None:
@@ -189,8 +192,9 @@ class Gateway:
         """Re-read GATEWAY_CONFIG and GATEWAY_KEYS_FILE (off the loop) and use them for new requests.
 
         A bad file changes nothing: the error is returned (and logged) and the
-        running configuration stays. The limits backend and upstream endpoint
-        are start-up settings; a reload that changes them says so.
+        running configuration stays. The limits backend, the usage-record and
+        audit files and the admin address are start-up settings; a reload that
+        changes them says so.
         """
         try:
             settings, keys = await asyncio.to_thread(load_settings_and_keys)
@@ -198,8 +202,9 @@ class Gateway:
             log.error("reload refused", extra={"error": str(exc)})
             return Reloaded(False, str(exc), len(self.settings.config.consumers), len(self.keys), self._source())
         unchanged = ""
-        if settings.config.limits != self.settings.config.limits or settings.redis_url != self.settings.redis_url:
-            unchanged = "; the limits backend changes only on restart"
+        if (settings.config.limits, settings.redis_url, settings.config.usage_records, settings.config.audit,
+                settings.config.admin) != self._started_with:
+            unchanged = "; limits backend, records, audit and admin settings change only on restart"
         self._apply(settings, keys)
         result = Reloaded(True, "configuration and keys reloaded" + unchanged, len(settings.config.consumers),
                           len(keys), self._source())

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator
 
 import grpc
@@ -28,6 +30,7 @@ from .errors import GatewayError, Kind
 from .metrics import PHASE_DURATION
 from .admin import admin_server
 from .metrics_http import MetricsServer
+from .workers import READY_FILE_VARIABLE
 from .gateway import Forward, Gateway, Reply, RequestState
 
 log = logging.getLogger("extproc.server")
@@ -205,6 +208,8 @@ async def serve(gateway: Gateway, listen: str, metrics_listen: str | None, grace
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     if metrics_server:
         metrics_server.serving.set()
+    if ready_file := os.environ.get(READY_FILE_VARIABLE):
+        Path(ready_file).touch()  # a worker of --workers N: tells the supervisor it serves
     log.info(
         "extproc serving",
         extra={"listen": listen, "metrics": metrics_listen, "upstream": gateway.endpoint.url(""),

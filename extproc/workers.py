@@ -35,9 +35,19 @@ from .keys import load_settings_and_keys
 log = logging.getLogger("extproc.workers")
 
 RESTART_BACKOFF_SECONDS = 1.0
+READY_FILE_VARIABLE = "EXTPROC_READY_FILE"
+"""A worker creates the file this names once it serves; the supervisor is ready when every worker is."""
 
 
 def check_settings(settings: Settings, workers: int) -> None:
+    """What would otherwise fail in every worker, again and again: refused here, once, clearly."""
+    for what, path in (("usage_records.file", settings.config.usage_records.file),
+                       ("audit.file", settings.config.audit.file)):
+        if path:
+            try:
+                open(path, "a", encoding="utf-8").close()
+            except OSError as exc:
+                raise ConfigError(f"{what}: cannot append to {path}: {exc.strerror}") from None
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {workers}")
     if workers > 1 and settings.config.limits.backend != "redis":
@@ -54,15 +64,21 @@ class Supervisor:
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self.serving = threading.Event()
-        """Set while every worker runs: the supervisor's ``/healthz`` is 503 while one is being restarted."""
+        """Set while every worker runs and serves: ``/healthz`` is 503 until then, and while one is restarted."""
 
-    def environment(self) -> dict[str, str]:
+    def ready_file(self, index: int) -> Path:
+        return self.metrics_dir / "ready" / str(index)
+
+    def environment(self, index: int) -> dict[str, str]:
         # EXTPROC_WORKERS=1: a worker must serve, not supervise workers of its own.
-        return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir), "EXTPROC_WORKERS": "1"}
+        return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir), "EXTPROC_WORKERS": "1",
+                READY_FILE_VARIABLE: str(self.ready_file(index))}
 
     def start_worker(self, index: int) -> None:
+        self.ready_file(index).parent.mkdir(exist_ok=True)
+        self.ready_file(index).unlink(missing_ok=True)
         argv = [sys.executable, "-m", "extproc", *self.worker_argv, "--worker-index", str(index)]
-        process = subprocess.Popen(argv, env=self.environment())
+        process = subprocess.Popen(argv, env=self.environment(index))
         self.processes[index] = process
         log.info("worker started", extra={"worker": index, "pid": process.pid})
 
@@ -89,8 +105,10 @@ class Supervisor:
                     await asyncio.sleep(RESTART_BACKOFF_SECONDS)
                     if not self.stopping:
                         self.start_worker(index)
-                        self.serving.set()
-            await asyncio.sleep(0.5)
+            ready = all(p.poll() is None and self.ready_file(i).exists() for i, p in self.processes.items())
+            if ready != self.serving.is_set() and not self.stopping:
+                self.serving.set() if ready else self.serving.clear()
+            await asyncio.sleep(0.2)
 
     async def stop(self, sig: signal.Signals) -> None:
         self.stopping = True
@@ -135,7 +153,6 @@ async def supervise(supervisor: Supervisor, settings: Settings, metrics_listen: 
     metrics_server = MetricsServer(metrics_listen, registry, serving=supervisor.serving).start()
     for index in range(supervisor.count):
         supervisor.start_worker(index)
-    supervisor.serving.set()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[signal.Signals] = []

@@ -83,3 +83,16 @@ def test_bad_yaml_and_missing_file() -> None:
         parse_config("models: [\n")
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings({"GATEWAY_CONFIG": "/nonexistent/gateway.yaml"})
+
+
+def test_serve_refuses_a_records_file_it_cannot_append_to(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused once, clearly, at start, instead of a traceback in every worker restarted forever."""
+    from extproc.cli import main
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"usage_records: {{file: {tmp_path}/missing-dir/usage.jsonl}}\n")
+    monkeypatch.setenv("GATEWAY_CONFIG", str(config))
+    assert main(["serve", "--workers", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "usage_records.file: cannot append to" in error and "missing-dir" in error
