@@ -29,7 +29,7 @@ Measured, side by side in one run:
    **Memory per active consumer**: 1,000 new consumers, one request each, limits on, straight on the
    stores: Redis's ``used_memory`` grows by what their keys take, a bare memory store's Python memory
    (``tracemalloc``) by its counters; and the same without limits, which leaves only the usage totals
-   (one row per consumer, model and minute, kept ``usage_retention_days``). Then what the rest of the
+   (rows per consumer and model, per minute for a day and per hour for ``usage_retention_days``). Then what the rest of the
    ext_proc keeps per new consumer (metric series), through a Gateway on the Redis store.
    **Admit against a consumer's last minute**: an admit with tokens per minute set reads a running token
    total (both stores keep it as charges enter and leave the window), so its cost should not grow with the
@@ -614,8 +614,9 @@ def window_at_end(results: dict[str, Any], config: str = "redis") -> float:
     return recent / results["pool"]
 
 
-RETENTION_MINUTES = 35 * 24 * 60
-"""``limits.usage_retention_days`` by default, in minutes: how long a usage row is kept."""
+ROWS_KEPT = 24 * 60 + 35 * 24
+"""Usage rows a consumer and model busy every minute keeps: per minute for a day, then per hour for
+``limits.usage_retention_days`` (35 by default). A new consumer's first request writes one of each."""
 
 
 def summary(table: list[MeterCell], results: dict[str, Any]) -> dict[str, Any]:
@@ -694,10 +695,11 @@ def markdown(table: list[MeterCell], results: dict[str, Any]) -> str:
               f"- Memory per new consumer with limits ({consumers['count']} consumers, one request each): Redis "
               f"{_size(consumers['redis_limited_bytes'])} (`used_memory`); memory store "
               f"{_size(consumers['memory_limited_python_bytes'])} of Python (tracemalloc). Of that, the usage totals "
-              f"of a consumer, model and minute: {_size(row_redis)} in Redis, {_size(row_memory)} in the memory "
-              "store, kept 35 days by default (a consumer and model busy every minute of them: "
-              f"{row_redis * RETENTION_MINUTES / 2**20:.0f} MiB in Redis, {row_memory * RETENTION_MINUTES / 2**20:.0f} "
-              "MiB in the memory store). "
+              f"of a new consumer and model (a minute row and an hour row): {_size(row_redis)} in Redis, "
+              f"{_size(row_memory)} in the memory store; a consumer and model busy every minute keeps 1,440 minute "
+              "rows (the last day) and 840 hour rows (35 days): "
+              f"{row_redis / 2 * ROWS_KEPT / 2**20:.1f} MiB in Redis, {row_memory / 2 * ROWS_KEPT / 2**20:.1f} "
+              "MiB in the memory store. "
               f"The rest of the ext_proc (metric series): {_size(consumers['gateway_python_bytes'])} per consumer "
               f"({consumers['gateway_count']} through a gateway).",
               "", "Admit with tokens per minute set, against the charges in the consumer's last minute (median µs "

@@ -160,7 +160,7 @@ def usage_json(response: pb.TotalsResponse) -> dict[str, Any]:
 
 def usage_table(response: pb.TotalsResponse) -> str:
     """A plain-text table, one row per consumer and model, and a total when there are several."""
-    heading = f"usage from {_utc(response.start)} to {_utc(response.end)} (whole minutes)"
+    heading = f"usage from {_utc(response.start)} to {_utc(response.end)} (whole minutes; whole hours before the last day)"
     if not response.rows:
         return f"{heading}\nno usage in this window"
     header = ("consumer", "model", "requests", "input", "output", "cache read", "cache write", "cost USD")

@@ -100,7 +100,7 @@ class LimitsBackend(_Strict):
     timeout_seconds: float = Field(0.25, gt=0, le=10)
     """Per Redis call; a slow Redis must not hold requests for long."""
     usage_retention_days: int = Field(35, ge=1, le=400)
-    """How long per-minute usage totals (admin API ``usage``) are kept."""
+    """How long usage totals (admin API ``usage``) are kept: per minute for the last day, per hour before."""
 
 
 class UsageRecords(_Strict):

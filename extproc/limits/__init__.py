@@ -77,7 +77,12 @@ class Store(Protocol):
         """
 
     async def usage(self, start: float, end: float, consumer: str | None = None,
-                    model: str | None = None) -> list[UsageRow]:
-        """Totals per (consumer, model) of the whole minutes in [start, end), optionally filtered."""
+                    model: str | None = None, now: float | None = None) -> list[UsageRow]:
+        """Totals per (consumer, model) over [start, end), optionally filtered.
+
+        Within the last day the minutes that begin in the window count; before it
+        (totals are then kept per hour) the hours that begin in it. ``now``
+        (default: the clock) says where the last day begins.
+        """
 
     async def close(self) -> None: ...

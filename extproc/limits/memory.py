@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +36,11 @@ BUDGETS: dict[str, tuple[str, str]] = {
 """Budget name (a field of :class:`~extproc.config.Budget`) -> (period, what it counts)."""
 
 USAGE_COUNTERS = ("requests", "input", "output", "cache_read", "cache_write")
-"""Integer usage totals kept per minute, consumer and model (besides ``cost_usd``)."""
+"""Integer usage totals kept per minute (and per hour), consumer and model (besides ``cost_usd``)."""
+DETAIL_SECONDS = 86_400
+"""Usage totals are kept per minute for the last day and per hour for the rest of the retention:
+per-minute rows for 35 days would take about 1 MB per busy consumer and model (Redis or Python);
+hourly rows take a sixtieth of that."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +146,25 @@ def usage_rows(totals: Mapping[tuple[str, str], Mapping[str, float]]) -> list[Us
 
 
 def minute_range(start: float, end: float) -> range:
-    """The minute buckets counted by ``usage(start, end)``: those that begin in [start, end)."""
+    """The minutes that begin in [start, end)."""
     return range(math.ceil(start / 60), math.ceil(end / 60))
+
+
+def first_detailed_hour(now: float) -> int:
+    """The oldest hour whose per-minute totals are still kept at ``now`` (they go a whole hour at a time)."""
+    return math.floor((now - DETAIL_SECONDS) / 3600)
+
+
+def usage_buckets(start: float, end: float, now: float) -> tuple[range, range]:
+    """The minute and hour buckets that make up ``usage(start, end)`` at ``now``.
+
+    Within the last day: the minutes that begin in [start, end). Before it: the
+    hours that begin in [start, end) (an older window edge counts whole hours).
+    """
+    detailed = first_detailed_hour(now)
+    minutes = minute_range(start, end)
+    return (range(max(minutes.start, detailed * 60), minutes.stop),
+            range(math.ceil(start / 3600), min(math.ceil(end / 3600), detailed)))
 
 
 @dataclass(slots=True)
@@ -200,9 +222,12 @@ class MemoryStore:
         self._lease_seconds = lease_seconds
         self._consumers: dict[str, _Consumer] = {}
         self._usage: dict[int, dict[tuple[str, str], dict[str, float]]] = {}
-        """minute -> (consumer, model) -> counter -> total."""
+        """minute -> (consumer, model) -> counter -> total, for the last day (DETAIL_SECONDS)."""
         self._minutes: list[int] = []
         """A heap of the minutes in ``_usage``: the oldest is dropped first."""
+        self._hourly: dict[int, dict[tuple[str, str], dict[str, float]]] = {}
+        """hour -> (consumer, model) -> counter -> total, for the whole retention."""
+        self._hours: list[int] = []
 
     async def admit(self, consumer: str, request_id: str, limits: Limits, now: float) -> Verdict:
         if not limits.active:
@@ -241,12 +266,12 @@ class MemoryStore:
         return spent
 
     async def usage(self, start: float, end: float, consumer: str | None = None,
-                    model: str | None = None) -> list[UsageRow]:
-        minutes = minute_range(start, end)
+                    model: str | None = None, now: float | None = None) -> list[UsageRow]:
+        minutes, hours = usage_buckets(start, end, time.time() if now is None else now)
+        buckets = ([rows for m, rows in self._usage.items() if m in minutes]
+                   + [rows for h, rows in self._hourly.items() if h in hours])
         totals: dict[tuple[str, str], dict[str, float]] = {}
-        for minute, rows in self._usage.items():
-            if minute not in minutes:
-                continue
+        for rows in buckets:
             for key, counts in rows.items():
                 if (consumer is None or key[0] == consumer) and (model is None or key[1] == model):
                     into = totals.setdefault(key, {})
@@ -269,12 +294,17 @@ class MemoryStore:
             del self._consumers[consumer]
 
     def _add_usage(self, consumer: str, model: str, usage: Usage, cost_usd: float, now: float) -> None:
-        while self._minutes and (self._minutes[0] + 1) * 60 + self._retention_seconds <= now:
+        detailed = first_detailed_hour(now)
+        while self._minutes and self._minutes[0] // 60 < detailed:
             del self._usage[heapq.heappop(self._minutes)]
-        minute = int(now // 60)
-        if minute not in self._usage:
-            self._usage[minute] = {}
-            heapq.heappush(self._minutes, minute)
-        counts = self._usage[minute].setdefault((consumer, model), {})
-        for name, amount in {"requests": 1, **usage.as_dict(), "cost_usd": cost_usd}.items():
-            counts[name] = counts.get(name, 0.0) + amount
+        while self._hours and (self._hours[0] + 1) * 3600 + self._retention_seconds <= now:
+            del self._hourly[heapq.heappop(self._hours)]
+        amounts = {"requests": 1, **usage.as_dict(), "cost_usd": cost_usd}
+        for bucket, table, heap in ((int(now // 60), self._usage, self._minutes),
+                                    (int(now // 3600), self._hourly, self._hours)):
+            if bucket not in table:
+                table[bucket] = {}
+                heapq.heappush(heap, bucket)
+            counts = table[bucket].setdefault((consumer, model), {})
+            for name, amount in amounts.items():
+                counts[name] = counts.get(name, 0.0) + amount

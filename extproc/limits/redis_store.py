@@ -20,8 +20,9 @@ have no colon, so keys of different consumers cannot collide):
 - ``leases:{consumer}``: ZSET of concurrency leases, member = request_id, score = time.
 - ``spent:{period}:{consumer}``: HASH, budget name -> amount used in the period
   (``2026-11-26`` holds the day's budgets, ``2026-11`` the month's).
-- ``usage:{minute}``: HASH, ``consumer␟model␟counter`` -> total (␟ is U+001F).
-- ``usage:minutes``: ZSET index of the minutes kept, so ``usage()`` reads only those.
+- ``usage:{minute}``: HASH, ``consumer␟model␟counter`` -> total (␟ is U+001F), kept for a day.
+- ``usage-hour:{hour}``: the same per hour, kept for the retention period.
+- ``usage:minutes``, ``usage:hours``: ZSET indexes of the buckets kept, so ``usage()`` reads only those.
 
 A dead or slow Redis must not slow requests down: calls time out after
 ``timeout_seconds`` without retries, and after a failure the store answers
@@ -44,8 +45,8 @@ from redis.exceptions import RedisError
 from ..config import Limits
 from ..usage import Usage
 from . import StoreUnavailable, UsageRow, Verdict
-from .memory import (BUDGETS, DEFAULT_LEASE_SECONDS, WINDOW_SECONDS, Seen, budget_caps, minute_range, periods,
-                     usage_rows, verdict)
+from .memory import (BUDGETS, DEFAULT_LEASE_SECONDS, DETAIL_SECONDS, WINDOW_SECONDS, Seen, budget_caps,
+                     first_detailed_hour, periods, usage_buckets, usage_rows, verdict)
 
 BACKOFF_SECONDS = 1.0
 """After a failure, Redis is not tried again for this long: a dead Redis then costs requests nothing."""
@@ -161,12 +162,14 @@ end
 return {requests, oldest, newest, tokens, freeing, last_charge, leases, spent[1], spent[2], spent[3], spent[4]}
 """
 
-# KEYS: 1 token log, 2 leases, 3..6 the hash holding each budget's spend, 7 usage bucket, 8 usage index,
-#       9 token total.
+# KEYS: 1 token log, 2 leases, 3..6 the hash holding each budget's spend, 7 minute bucket, 8 minute index,
+#       9 token total, 10 hour bucket, 11 hour index.
 # ARGV: 1 now, 2 request_id, 3 window start, 4 window TTL, 5 tokens to log ('' = none),
 #       6..17 per budget: field, amount ('' = unset), TTL,
-#       18 usage field prefix, 19 cost field, 20 cost ('' = none), 21 bucket TTL,
-#       22 minute, 23 index cut-off, 24 index TTL, 25.. usage counters: field, amount.
+#       18 usage field prefix, 19 cost field, 20 cost ('' = none), 21 minute bucket TTL,
+#       22 minute, 23 minute index cut-off (exclusive), 24 minute index TTL,
+#       25 hour bucket TTL, 26 hour, 27 hour index cut-off (exclusive), 28 hour index TTL,
+#       29.. usage counters: field, amount.
 # Returns each budget's spend after this charge (nil when unset).
 _SETTLE = _TOKEN_TOTAL + """
 local now, request_id = ARGV[1], ARGV[2]
@@ -188,17 +191,21 @@ for i = 1, 4 do
   end
 end
 
-local bucket, prefix = KEYS[7], ARGV[18]
-if ARGV[20] ~= '' then
-  redis.call('HINCRBYFLOAT', bucket, prefix .. ARGV[19], ARGV[20])
+local prefix = ARGV[18]
+local function add(bucket, ttl, index, id, cutoff, index_ttl)
+  if ARGV[20] ~= '' then
+    redis.call('HINCRBYFLOAT', bucket, prefix .. ARGV[19], ARGV[20])
+  end
+  for i = 29, #ARGV, 2 do
+    redis.call('HINCRBY', bucket, prefix .. ARGV[i], ARGV[i + 1])
+  end
+  redis.call('EXPIRE', bucket, ttl)
+  redis.call('ZADD', index, id, id)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', cutoff)
+  redis.call('EXPIRE', index, index_ttl)
 end
-for i = 25, #ARGV, 2 do
-  redis.call('HINCRBY', bucket, prefix .. ARGV[i], ARGV[i + 1])
-end
-redis.call('EXPIRE', bucket, ARGV[21])
-redis.call('ZADD', KEYS[8], ARGV[22], ARGV[22])
-redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', ARGV[23])
-redis.call('EXPIRE', KEYS[8], ARGV[24])
+add(KEYS[7], ARGV[21], KEYS[8], ARGV[22], ARGV[23], ARGV[24])
+add(KEYS[10], ARGV[25], KEYS[11], ARGV[26], ARGV[27], ARGV[28])
 return spent
 """
 
@@ -259,12 +266,17 @@ class RedisStore:
             keys.append(self._key("spent", f"{current[period].name}:{consumer}"))
             amount = "" if name not in caps else repr(cost_usd) if kind == "usd" else tokens
             args += [name, amount, math.ceil(current[period].end - now) + PERIOD_GRACE_SECONDS]
-        # A minute's totals are kept until the retention has passed since the minute ended.
-        keys += [self._key("usage", str(minute)), self._key("usage", "minutes"), self._key("tpmsum", consumer)]
+        # A minute's totals are kept a day after its hour ends (a whole hour's minutes go together),
+        # an hour's until the retention has passed since it ended.
+        hour = int(now // 3600)
+        keys += [self._key("usage", str(minute)), self._key("usage", "minutes"), self._key("tpmsum", consumer),
+                 self._key("usage-hour", str(hour)), self._key("usage", "hours")]
         args += [
             f"{consumer}{FIELD_SEPARATOR}{model}{FIELD_SEPARATOR}", "cost_usd", repr(cost_usd) if cost_usd else "",
-            math.ceil((minute + 1) * 60 + self._retention_seconds - now),
-            minute, repr((now - self._retention_seconds) / 60 - 1), self._retention_seconds + 60,
+            math.ceil((hour + 1) * 3600 + DETAIL_SECONDS - now), minute,
+            f"({first_detailed_hour(now) * 60}", DETAIL_SECONDS + 3600,
+            math.ceil((hour + 1) * 3600 + self._retention_seconds - now), hour,
+            f"({math.floor((now - self._retention_seconds) / 3600)}", self._retention_seconds + 3600,
         ]
         for name, amount in {"requests": 1, **usage.as_dict()}.items():
             if amount:  # a counter never charged reads 0: zeros are not stored
@@ -273,14 +285,19 @@ class RedisStore:
         return {name: float(used) for name, used in zip(BUDGETS, spent) if used is not None}
 
     async def usage(self, start: float, end: float, consumer: str | None = None,
-                    model: str | None = None) -> list[UsageRow]:
-        minutes = minute_range(start, end)
+                    model: str | None = None, now: float | None = None) -> list[UsageRow]:
+        minutes, hours = usage_buckets(start, end, time.time() if now is None else now)
 
         async def read() -> list[dict[str, str]]:
-            kept = await self._redis.zrangebyscore(self._key("usage", "minutes"), minutes.start, minutes.stop - 1)
             pipe = self._redis.pipeline(transaction=False)
-            for minute in kept:
+            pipe.zrangebyscore(self._key("usage", "minutes"), minutes.start, minutes.stop - 1)
+            pipe.zrangebyscore(self._key("usage", "hours"), hours.start, hours.stop - 1)
+            kept_minutes, kept_hours = await pipe.execute()
+            pipe = self._redis.pipeline(transaction=False)
+            for minute in kept_minutes:
                 pipe.hgetall(self._key("usage", minute))
+            for hour in kept_hours:
+                pipe.hgetall(self._key("usage-hour", hour))
             return await pipe.execute()
 
         totals: dict[tuple[str, str], dict[str, float]] = {}

@@ -252,7 +252,7 @@ def test_cli_usage_prints_a_table(token_env: None, capsys: pytest.CaptureFixture
     store = asyncio.run(seeded_store())
     assert cli(store, lambda address: ["usage", "--admin", address, "--start", iso(0), "--end", iso(3600)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "usage from 2026-11-26 12:00:00 UTC to 2026-11-26 13:00:00 UTC (whole minutes)"
+    assert lines[0] == "usage from 2026-11-26 12:00:00 UTC to 2026-11-26 13:00:00 UTC (whole minutes; whole hours before the last day)"
     assert lines[1].split() == ["consumer", "model", "requests", "input", "output", "cache", "read", "cache", "write",
                                 "cost", "USD"]
     assert [line.split() for line in lines[2:]] == [

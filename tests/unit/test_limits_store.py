@@ -76,7 +76,7 @@ def limit_state(request: pytest.FixtureRequest, store: Store, prefix: str) -> Ca
     if isinstance(store, MemoryStore):
         return lambda: set(store._consumers)
     client = request.getfixturevalue("redis_server").client()
-    return lambda: {key for key in client.scan_iter(f"{prefix}*") if not key.startswith(f"{prefix}usage:")}
+    return lambda: {key for key in client.scan_iter(f"{prefix}*") if not key.startswith(f"{prefix}usage")}
 
 
 def test_requests_per_minute_is_a_sliding_window(store: Store, run: Run[Any]) -> None:
@@ -195,14 +195,20 @@ def test_usage_totals_by_window_consumer_and_model(store: Store, run: Run[Any]) 
 
 
 def test_usage_totals_are_kept_for_the_retention_period(store: Store, run: Run[Any]) -> None:
-    def input_tokens() -> int:
-        return sum(row.usage.input for row in run(store.usage(NOW, NOW + RETENTION + 120)))
+    """Per minute for a day, then per hour until the retention has passed since the hour ended."""
+    def input_tokens(start: float, end: float, now: float) -> int:
+        return sum(row.usage.input for row in run(store.usage(start, end, now=now)))
 
-    run(store.settle("a", "haiku", "r1", None, Usage(input=1), 0.0, NOW))
-    run(store.settle("a", "haiku", "r2", None, Usage(input=2), 0.0, NOW + RETENTION))
-    assert input_tokens() == 3
-    run(store.settle("a", "haiku", "r3", None, Usage(input=4), 0.0, NOW + RETENTION + 60))
-    assert input_tokens() == 6, "the first minute ended more than the retention period ago"
+    run(store.settle("a", "haiku", "r1", None, Usage(input=1), 0.0, NOW + 30))
+    run(store.settle("a", "haiku", "r2", None, Usage(input=2), 0.0, NOW + 90))
+    assert input_tokens(NOW + 60, NOW + 120, now=NOW + 100) == 2, "within the day: whole minutes"
+    later = NOW + 86_400 + 3600 + 10  # the hour of r1 and r2 lost its minutes
+    run(store.settle("a", "haiku", "r3", None, Usage(input=4), 0.0, later))
+    assert input_tokens(NOW + 60, NOW + 120, now=later) == 0, "an hour that began before the window"
+    assert input_tokens(NOW, later + 60, now=later) == 7, "whole hours before the last day, minutes in it"
+    end = NOW + 3600 + RETENTION  # r1's and r2's hour ended RETENTION ago
+    run(store.settle("a", "haiku", "r4", None, Usage(input=8), 0.0, end))
+    assert input_tokens(NOW, end + 60, now=end) == 12, "the first hour ended more than the retention ago"
 
 
 def test_consumers_without_limits_leave_nothing_but_usage_totals(
@@ -337,8 +343,11 @@ def test_redis_every_key_expires(redis_server: RedisServer, prefix: str, run: Ru
     client = redis_server.client()
     ttls = {key.removeprefix(prefix): client.ttl(key) for key in client.scan_iter(f"{prefix}*")}
     day_end, month_end = utc(2026, 11, 27) - NOW, utc(2026, 12, 1) - NOW
+    hour_end = (int(NOW // 3600) + 1) * 3600 - NOW
     bounds = {"rpm:a": 61, "tpm:a": 61, "tpmsum:a": 61, "leases:a": 901, "spent:2026-11-26:a": day_end + 60,
-              "spent:2026-11:a": month_end + 60, f"usage:{int(NOW // 60)}": RETENTION + 60, "usage:minutes": RETENTION + 60}
+              "spent:2026-11:a": month_end + 60, f"usage:{int(NOW // 60)}": hour_end + 86_400,
+              "usage:minutes": 86_400 + 3600, f"usage-hour:{int(NOW // 3600)}": hour_end + RETENTION,
+              "usage:hours": RETENTION + 3600}
     assert ttls.keys() == bounds.keys()
     for key, ttl in ttls.items():
         assert bounds[key] - 5 <= ttl <= bounds[key], key
