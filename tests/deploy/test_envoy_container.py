@@ -8,6 +8,7 @@ overlay's addresses, routes and the wrapper's drain logic are what ships.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -67,9 +68,10 @@ class Unit:
         return f"http://127.0.0.1:{self.metrics}"
 
     def stop(self) -> None:
-        if self.envoy.poll() is None:
-            self.envoy.kill()
-            self.envoy.wait()
+        # The wrapper and the Envoy it started: the whole process group (killing bash alone orphans Envoy).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.envoy.pid, signal.SIGKILL)
+        self.envoy.wait()
         self.stack.stop()
 
 
@@ -95,7 +97,7 @@ def start_unit(workdir: Path, drain_seconds: int = 15) -> Unit:
     log = workdir / "run-envoy.log"
     with log.open("ab") as out:
         envoy = subprocess.Popen(["bash", str(WRAPPER), "--log-level", "warn"], env=env, stdout=out,
-                                 stderr=subprocess.STDOUT, cwd=ROOT)
+                                 stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
     unit = Unit(stack, envoy, log, public, metrics, keys)
     try:
         wait_http(f"{unit.url}/health", timeout=30)
