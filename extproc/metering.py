@@ -44,7 +44,7 @@ class Meter:
         return self.audit is not None and policy.audit
 
     def opened(self, state: RequestState) -> None:
-        metrics.IN_FLIGHT.labels(state.route.label).inc()
+        metrics.bound(metrics.IN_FLIGHT, state.route.label).inc()
 
     def keep_answer(self, state: RequestState, chunk: bytes) -> None:
         """Collect what the client receives, up to the audit cap (only for audited consumers)."""
@@ -72,20 +72,21 @@ class Meter:
         cost = usage.cost_usd(state.model.entry.prices) if state.model else 0.0
         duration = now - state.started
 
-        metrics.IN_FLIGHT.labels(route).dec()
-        metrics.REQUESTS.labels(consumer, route, model, f"{status // 100}xx").inc()
+        metrics.bound(metrics.IN_FLIGHT, route).dec()
+        metrics.bound(metrics.REQUESTS, consumer, route, model, f"{status // 100}xx").inc()
         for token_type, count in usage.as_dict().items():
             if count:
-                metrics.TOKENS.labels(consumer, route, model, token_type).inc(count)
+                metrics.bound(metrics.TOKENS, consumer, route, model, token_type).inc(count)
         if cost:
-            metrics.COST.labels(consumer, route, model).inc(cost)
-        metrics.REQUEST_DURATION.labels(consumer, route, model).observe(duration)
+            metrics.bound(metrics.COST, consumer, route, model).inc(cost)
+        metrics.bound(metrics.REQUEST_DURATION, consumer, route, model).observe(duration)
         if state.upstream_started is not None and state.response_done:
-            metrics.UPSTREAM_DURATION.labels(route, model).observe(now - state.upstream_started)
+            metrics.bound(metrics.UPSTREAM_DURATION, route, model).observe(now - state.upstream_started)
         if state.first_token is not None and state.upstream_started is not None:
-            metrics.TIME_TO_FIRST_TOKEN.labels(consumer, route, model).observe(state.first_token - state.upstream_started)
+            first_token = state.first_token - state.upstream_started
+            metrics.bound(metrics.TIME_TO_FIRST_TOKEN, consumer, route, model).observe(first_token)
         if state.upstream_error:
-            metrics.UPSTREAM_ERRORS.labels(route, model, state.upstream_error).inc()
+            metrics.bound(metrics.UPSTREAM_ERRORS, route, model, state.upstream_error).inc()
 
         record: dict[str, Any] = {
             "record": "usage",

@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from .errors import GatewayError, Kind
-from .metrics import PHASE_DURATION
+from .metrics import PHASE_DURATION, bound
 from .admin import admin_server
 from .metrics_http import MetricsServer
 from .workers import READY_FILE_VARIABLE
@@ -158,7 +158,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):
                         result = await asyncio.to_thread(self._decide, state, phase, request)
                     else:
                         result = self._decide(state, phase, request)
-                    PHASE_DURATION.labels(phase).observe(time.perf_counter() - started)
+                    bound(PHASE_DURATION, phase).observe(time.perf_counter() - started)
                     if state.limits is not None and phase == "request_headers" and isinstance(result, Forward):
                         result = await self.gateway.admit(state) or result
                 except GatewayError as exc:
