@@ -382,6 +382,11 @@ def load_settings(env: os._Environ[str] | dict[str, str] | None = None) -> Setti
     )
 
 
+def config_source(env: os._Environ[str] | dict[str, str] | None = None) -> str:
+    """Where the configuration comes from, for messages: the ``GATEWAY_CONFIG`` path or the defaults."""
+    return (os.environ if env is None else env).get("GATEWAY_CONFIG") or "built-in defaults"
+
+
 def admin_token(env: os._Environ[str] | dict[str, str]) -> str | None:
     """The admin API token from ``env``; also what ``extproc usage`` and ``extproc reload`` authenticate with."""
     token = env.get("GATEWAY_ADMIN_TOKEN")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -25,7 +24,7 @@ from .bedrock.catalogue import Catalogue, Model
 from .bedrock.credentials import CredentialSource
 from .bedrock.endpoint import ROUTING_HEADER, Endpoint
 from .bedrock.sigv4 import sign
-from .config import ConfigError, Limits, Policy, Settings
+from .config import ConfigError, Limits, Policy, Settings, config_source
 from . import jsonwire
 from .errors import Api, GatewayError, Kind, invalid
 from .guardrails.enforce import Guard, Outcome, StreamRedactor
@@ -200,19 +199,16 @@ class Gateway:
             settings, keys = await asyncio.to_thread(load_settings_and_keys)
         except ConfigError as exc:
             log.error("reload refused", extra={"error": str(exc)})
-            return Reloaded(False, str(exc), len(self.settings.config.consumers), len(self.keys), self._source())
+            return Reloaded(False, str(exc), len(self.settings.config.consumers), len(self.keys), config_source())
         unchanged = ""
         if (settings.config.limits, settings.redis_url, settings.config.usage_records, settings.config.audit,
                 settings.config.admin) != self._started_with:
             unchanged = "; limits backend, records, audit and admin settings change only on restart"
         self._apply(settings, keys)
         result = Reloaded(True, "configuration and keys reloaded" + unchanged, len(settings.config.consumers),
-                          len(keys), self._source())
+                          len(keys), config_source())
         log.info("reloaded", extra={"consumers": result.consumers, "keys": result.keys, "source": result.source})
         return result
-
-    def _source(self) -> str:
-        return os.environ.get("GATEWAY_CONFIG") or "built-in defaults"
 
     # -- phase 1 -------------------------------------------------------------
     def request_headers(self, state: RequestState, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply:

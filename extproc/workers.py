@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, config_source
 from .gateway import Reloaded
 from .keys import load_settings_and_keys
 
@@ -124,7 +124,7 @@ class Supervisor:
 
     async def reload(self) -> Reloaded:
         """Check the new configuration here first, so a bad file never reaches a worker; then SIGHUP them."""
-        source = os.environ.get("GATEWAY_CONFIG") or "built-in defaults"
+        source = config_source()
         try:
             settings, keys = await asyncio.to_thread(load_settings_and_keys)
         except ConfigError as exc:
