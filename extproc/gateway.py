@@ -170,9 +170,7 @@ class Gateway:
         self.credentials = credentials
         self.limiter = limiter or Limiter(open_store(settings), settings.config.limits)
         self.meter = meter or Meter.from_settings(settings, self.limiter, worker_index)
-        self._started_with = (settings.config.limits, settings.redis_url, settings.config.usage_records,
-                              settings.config.audit, settings.config.admin)
-        """What only a restart changes (the limits store, the records and audit files, the admin address)."""
+        self._started_with = _restart_only(settings)
         self._apply(settings, keys)
 
     def _apply(self, settings: Settings, keys: KeyRing) -> None:
@@ -201,8 +199,7 @@ class Gateway:
             log.error("reload refused", extra={"error": str(exc)})
             return Reloaded(False, str(exc), len(self.settings.config.consumers), len(self.keys), config_source())
         unchanged = ""
-        if (settings.config.limits, settings.redis_url, settings.config.usage_records, settings.config.audit,
-                settings.config.admin) != self._started_with:
+        if _restart_only(settings) != self._started_with:
             unchanged = "; limits backend, records, audit and admin settings change only on restart"
         self._apply(settings, keys)
         result = Reloaded(True, "configuration and keys reloaded" + unchanged, len(settings.config.consumers),
@@ -608,6 +605,12 @@ class Gateway:
         """After the server's drain: every charge and record written."""
         await self.limiter.close()
         self.meter.close()
+
+
+def _restart_only(settings: Settings) -> tuple[object, ...]:
+    """What only a restart changes: the limits store, the records and audit files, the admin address."""
+    config = settings.config
+    return config.limits, settings.redis_url, config.usage_records, config.audit, config.admin
 
 
 def _model_path(model_id: str, action: str) -> str:
