@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 from devstack import ROOT, Ports, Stack, free_port, wait_http
 from tests.integration.conftest import Emulator
 
-CONTRACT_PORTS = (8080, 9901, 50051, 9464, 8090)
+CONTRACT_PORTS = (8080, 9901, 50051, 9464, 8090, 8428)
 
 
 def _listening(port: int) -> bool:
@@ -71,9 +73,31 @@ def test_make_run_default_starts_the_emulator_on_the_contract_ports(
         assert Emulator("http://127.0.0.1:8090").requests()[-1]["signature_valid"] is True
         with socket.create_connection(("127.0.0.1", 9464)):
             pass
+        if shutil.which("victoria-metrics"):  # CI installs it: then make run scrapes both into it
+            _wait_scraped({"extproc", "envoy"})
     finally:
         output = _interrupt_and_check_all_stopped(process)
     assert key not in output
+
+
+def _wait_scraped(jobs: set[str], timeout: float = 40.0) -> None:
+    """VictoriaMetrics on :8428 scrapes each job, successfully (config/scrape.yaml, every 10 s).
+
+    Read from its targets API: queries hide the last 30 s of samples
+    (``-search.latencyOffset``), and an earlier run's samples may still be there.
+    """
+    deadline, health = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:8428/api/v1/targets", timeout=2) as response:
+                targets = json.load(response)["data"]["activeTargets"]
+            health = {t["labels"]["job"]: t["health"] for t in targets}
+            if all(health.get(job) == "up" for job in jobs):
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"VictoriaMetrics did not scrape {sorted(jobs)} (targets: {health})")
 
 
 def test_make_run_with_endpoint_override_uses_it_and_starts_no_emulator(
