@@ -138,6 +138,8 @@ class RequestState:
     """What the guardrail policy found (detector, action, JSON path, offset; never the text)."""
     session_id: str = ""
     """Claude Code's ``x-claude-code-session-id``, for logs."""
+    policy: Policy | None = None
+    """The consumer's policy (``Gateway._policy``), once it has been looked up."""
     limits: Limits | None = None
     """The consumer's limits, when this request must pass them before going upstream."""
     limit_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -288,14 +290,26 @@ class Gateway:
         wrapped = _counted_invoke_body(parsed) if state.route.action == "count-tokens" else None
         target = jsonwire.load_object(base64.b64decode(wrapped), "input.invokeModel.body") if wrapped else parsed
         outcome = guard.inspect(target, request=True)
-        state.guardrails.extend(outcome.as_log())
-        for action in outcome.actions:
-            metrics.GUARDRAIL_ACTIONS.labels(state.consumer or "", guard.name, action.detector, action.action).inc()
+        self._note_guardrails(state, guard.name, outcome)
         if outcome.refusal is not None:
             raise outcome.refusal
         if outcome.changed and wrapped:
             parsed["input"]["invokeModel"]["body"] = base64.b64encode(jsonwire.dumps(target)).decode("ascii")
         return outcome.changed
+
+    @staticmethod
+    def _note_guardrails(state: RequestState, policy: str, outcome: Outcome, answer: bool = False) -> None:
+        """What a guardrail policy did, for the usage record and the metric (detector, action, where; never text).
+
+        A parsed answer's paths (``$.content…``) are named ``answer…``; a streamed
+        answer's redactor already names them so.
+        """
+        for action in outcome.actions:
+            path = "answer" + action.path[1:] if answer else action.path
+            state.guardrails.append({"detector": action.detector, "action": action.action, "path": path,
+                                     "offset": action.offset})
+            metrics.bound(metrics.GUARDRAIL_ACTIONS, state.consumer or "", policy, action.detector,
+                          action.action).inc()
 
     def _guard(self, state: RequestState) -> Guard:
         return self.guards[self._policy(state).guardrails]
@@ -378,8 +392,12 @@ class Gateway:
         return self._to_bedrock(state, _model_path(model.bedrock_id, operation), upstream_body)
 
     def _policy(self, state: RequestState) -> Policy:
-        consumer = self.settings.config.consumers.get(state.consumer or "")
-        return self.settings.config.policies[consumer.policy if consumer else "default"]
+        """The consumer's policy, looked up once per request (every phase asks; a reload mid-request
+        then cannot change it halfway)."""
+        if state.policy is None:
+            consumer = self.settings.config.consumers.get(state.consumer or "")
+            state.policy = self.settings.config.policies[consumer.policy if consumer else "default"]
+        return state.policy
 
     def _visible_models(self, state: RequestState) -> list[Model]:
         return self.catalogue.visible_to(self._policy(state))
@@ -546,10 +564,7 @@ class Gateway:
     def _guard_answer(self, state: RequestState, guard: Guard, parsed: dict[str, Any], result: Forward) -> Forward:
         """The guardrail policy on the model's answer (parsed): redacted before the client sees it."""
         outcome = guard.inspect(parsed, request=False)
-        for action in outcome.actions:
-            state.guardrails.append({"detector": action.detector, "action": action.action,
-                                     "path": "answer" + action.path[1:], "offset": action.offset})
-            metrics.GUARDRAIL_ACTIONS.labels(state.consumer or "", guard.name, action.detector, action.action).inc()
+        self._note_guardrails(state, guard.name, outcome, answer=True)
         if not outcome.changed:
             return result
         redacted = jsonwire.dumps(parsed)
@@ -594,11 +609,7 @@ class Gateway:
             return
         state.finished = True
         if state.stream_guardrails is not None:
-            policy = self._guard(state).name
-            for action in state.stream_guardrails.actions:
-                state.guardrails.append({"detector": action.detector, "action": action.action,
-                                         "path": action.path, "offset": action.offset})
-                metrics.GUARDRAIL_ACTIONS.labels(state.consumer or "", policy, action.detector, action.action).inc()
+            self._note_guardrails(state, self._guard(state).name, state.stream_guardrails)
         self.meter.finish(state, self._policy(state).limits if state.consumer else None)
 
     async def close(self) -> None:

@@ -51,10 +51,6 @@ class Outcome:
     refusal: GatewayError | None = None
     """Set when the policy refuses the request (a ``block`` finding or a limit)."""
 
-    def as_log(self) -> list[dict[str, object]]:
-        return [{"detector": a.detector, "action": a.action, "path": a.path, "offset": a.offset}
-                for a in self.actions]
-
 
 class Guard:
     """A compiled guardrail policy."""
