@@ -249,7 +249,7 @@ class Gateway:
         limits = self._policy(state).limits
         if limits.active and state.route.action != "count-tokens" and state.route.operation in _LIMITED:
             state.limits = limits  # the server awaits admit() next
-        return Forward(metadata={"consumer": consumer, "route": state.route.label})
+        return Forward(metadata=_who(state))
 
     async def admit(self, state: RequestState) -> Reply | None:
         """The consumer's limits, checked before anything goes upstream: None to go on, else the 429."""
@@ -588,7 +588,7 @@ class Gateway:
         """Answer the client from the gateway itself (no upstream call)."""
         state.status = status
         return Reply(status, [("content-type", content_type)] if content_type else [], body,
-                     metadata={"consumer": state.consumer or "", "route": state.route.label})
+                     metadata=_who(state))
 
     def reject(self, state: RequestState, error: GatewayError, upstream: bool = False) -> Reply:
         """Answer ``error`` in the client's API shape and record why."""
@@ -597,7 +597,7 @@ class Gateway:
         if error.status >= 500:
             log.warning("request failed", extra={"request_id": state.request_id, "error": str(error)})
         status, headers, body = error.render(state.route.api)
-        return Reply(status, headers, body, metadata={"consumer": state.consumer or "", "route": state.route.label})
+        return Reply(status, headers, body, metadata=_who(state))
 
     def finish(self, state: RequestState) -> None:
         """Meter, record and charge a request exactly once, however it ended.
@@ -616,6 +616,11 @@ class Gateway:
         """After the server's drain: every charge and record written."""
         await self.limiter.close()
         self.meter.close()
+
+
+def _who(state: RequestState) -> dict[str, str]:
+    """Consumer and route, as the access log reads them (Envoy dynamic metadata)."""
+    return {"consumer": state.consumer or "", "route": state.route.label}
 
 
 def _restart_only(settings: Settings) -> tuple[object, ...]:
