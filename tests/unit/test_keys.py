@@ -1,4 +1,4 @@
-"""Keys: minted strong, stored hashed, looked up in constant time, never echoed."""
+"""Keys: minted strong, stored hashed, looked up by digest, never echoed."""
 
 from __future__ import annotations
 
@@ -28,6 +28,16 @@ def test_key_ring_from_config_hashes_and_keys_file(tmp_path: Path) -> None:
     assert ring.consumer_for(file_key + "x") is None
     assert ring.consumer_for("") is None
     assert file_key not in repr(ring), "only digests are kept"
+
+
+def test_lookup_among_many_keys() -> None:
+    keys = {f"team-{i}": mint_key() for i in range(2000)}
+    config = parse_config("consumers:\n" + "".join(f"  {name}:\n    key_sha256: {hash_key(key)}\n"
+                                                    for name, key in keys.items()))
+    ring = KeyRing.build(config, None)
+    assert len(ring) == 2000
+    assert all(ring.consumer_for(key) == name for name, key in keys.items())
+    assert ring.consumer_for(mint_key()) is None
 
 
 def test_same_key_for_two_consumers_is_refused(tmp_path: Path) -> None:
