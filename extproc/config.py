@@ -73,8 +73,10 @@ class Limits(_Strict):
 
     @property
     def active(self) -> bool:
-        return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute,
-                                           self.concurrent_requests, *self.budget.model_dump().values()))
+        budget = self.budget  # read on every request: no model_dump() here
+        return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute, self.concurrent_requests,
+                                           budget.usd_per_day, budget.usd_per_month, budget.tokens_per_day,
+                                           budget.tokens_per_month))
 
 
 class Policy(_Strict):

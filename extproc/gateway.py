@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -79,6 +82,12 @@ class Forward:
     metadata: dict[str, str] | None = None
     """Envoy dynamic metadata for the access log (consumer, route, model)."""
 
+    @property
+    def is_noop(self) -> bool:
+        """Nothing to change: the message goes on as it came."""
+        return not (self.set_headers or self.remove_headers or self.body is not None or self.clear_route_cache
+                    or self.stream_response or self.metadata)
+
 
 @dataclass(slots=True)
 class Reply:
@@ -103,6 +112,31 @@ class Reloaded:
     source: str
 
 
+NO_ROUTE = classify("", "/")
+"""A request's route until its headers are read (routes are immutable: one value serves every request)."""
+
+
+class _LimitIds:
+    """Identifiers for requests in the limits store, unique across processes and replicas sharing it.
+
+    A random prefix per process and a counter: as unique as a UUID per request, without a
+    ``getrandom`` system call on every request.
+    """
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._prefix = ""
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        if self._pid != os.getpid():  # a forked child must not repeat its parent's identifiers
+            self._pid, self._prefix, self._counter = os.getpid(), uuid.uuid4().hex[:20], itertools.count()
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+_new_limit_id = _LimitIds()
+
+
 @dataclass(slots=True)
 class RequestState:
     """Everything known about one HTTP request; lives as long as its ext_proc stream."""
@@ -111,7 +145,7 @@ class RequestState:
     request_id: str = ""
     method: str = ""
     path: str = ""
-    route: Route = field(default_factory=lambda: classify("", "/"))
+    route: Route = NO_ROUTE
     consumer: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     model: Model | None = None
@@ -122,14 +156,14 @@ class RequestState:
     """When the first chunk of a streamed answer arrived."""
     status: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = Usage()
     chat_request: openai_converse.ChatRequest | None = None
     stream: StreamTranslator | None = None
     """Translates an event-stream answer chunk by chunk, when the answer is a stream."""
     response_model: str = ""
     """The model name the client sees in an OpenAI answer."""
     error: str | None = None
-    adjustments: anthropic_invoke.Adjustments = field(default_factory=anthropic_invoke.Adjustments)
+    adjustments: anthropic_invoke.Adjustments = anthropic_invoke.Adjustments()
     response_done: bool = False
     """The upstream answer was seen to its end (False when the client went away first)."""
     stream_guardrails: Outcome | None = None
@@ -142,7 +176,7 @@ class RequestState:
     """The consumer's policy (``Gateway._policy``), once it has been looked up."""
     limits: Limits | None = None
     """The consumer's limits, when this request must pass them before going upstream."""
-    limit_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    limit_id: str = field(default_factory=lambda: _new_limit_id())
     """This request in the limits store (its concurrency lease, its charges): ours, never the client's
     ``x-request-id``, which a client may repeat to share one lease among many requests."""
     upstream_error: str | None = None
@@ -629,6 +663,7 @@ def _restart_only(settings: Settings) -> tuple[object, ...]:
     return config.limits, settings.redis_url, config.usage_records, config.audit, config.admin
 
 
+@lru_cache(maxsize=1024)
 def _model_path(model_id: str, action: str) -> str:
     """``/model/{id}/{action}`` with the ID encoded once (``:`` → ``%3A``), as boto3 sends it."""
     return f"/model/{quote(model_id, safe='')}/{action}"

@@ -19,10 +19,15 @@ def _refuse(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
 
 
+_STRICT = json.JSONDecoder(parse_constant=_refuse)
+"""Built once: ``json.loads`` with any option builds a new decoder on every call."""
+
+
 def load(raw: bytes | str, what: str = "request body", param: str | None = None) -> Any:
     """Parse JSON or raise a 400 saying which document was not valid."""
     try:
-        return json.loads(raw, parse_constant=_refuse)
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass") if isinstance(raw, (bytes, bytearray)) else raw
+        return _STRICT.decode(text)
     except RecursionError:
         raise invalid(f"{what} is nested too deeply", param=param) from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -44,9 +49,13 @@ def load_answer(raw: bytes) -> Any:
         return None
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"))
+
+
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        return _COMPACT.encode(value).encode()
     except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode()
+        return _COMPACT_ASCII.encode(value).encode()

@@ -8,7 +8,7 @@ query string is ignored (Claude Code sends ``/v1/messages?beta=true``).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from .errors import Api
@@ -37,12 +37,15 @@ class Route:
     """A model the route itself fixes (``/v1/chat/haiku``, ``/model/{id}/invoke``), which wins over the body's."""
     action: str = ""
     """Bedrock's operation for BEDROCK routes (``invoke``, ``converse-stream``, …)."""
+    label: str = field(init=False, compare=False)
+    """The route's name in logs, metrics and usage records (read several times per request: computed once)."""
 
-    @property
-    def label(self) -> str:
+    def __post_init__(self) -> None:
         if self.operation is Operation.BEDROCK:
-            return "bedrock_" + self.action.replace("-", "_")
-        return self.operation.value if self.operation else "unknown"
+            label = "bedrock_" + self.action.replace("-", "_")
+        else:
+            label = self.operation.value if self.operation else "unknown"
+        object.__setattr__(self, "label", label)
 
 
 _EXACT: dict[tuple[str, str], Route] = {

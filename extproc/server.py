@@ -48,9 +48,18 @@ _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 
 
 def headers_of(message: pb.HttpHeaders) -> dict[str, str]:
-    """Envoy's header list as a dict of lowercase names; repeated headers joined with ','."""
-    headers: dict[str, str] = {}
-    for header in message.headers.headers:
+    """Envoy's header list as a dict of lowercase names; repeated headers joined with ','.
+
+    Envoy sends names in lowercase and values in ``raw_value``; the common case
+    (no repeated name) is one comprehension, the rest takes the slow path.
+    """
+    entries = message.headers.headers
+    headers = {header.key.lower(): header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+               for header in entries}
+    if len(headers) == len(entries):
+        return headers
+    headers = {}
+    for header in entries:
         value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
         name = header.key.lower()
         headers[name] = f"{headers[name]},{value}" if name in headers else value
@@ -73,8 +82,25 @@ METADATA_NAMESPACE = "bedrock_gateway"
 of our own, because Envoy Gateway refuses writes to ``envoy.filters.http.*`` namespaces."""
 
 
+PHASES = ("request_headers", "request_body", "response_headers", "response_body", "request_trailers",
+          "response_trailers")
+
+
+def _empty_response(phase: str) -> pb.ProcessingResponse:
+    response = pb.ProcessingResponse()
+    getattr(response, phase).SetInParent()  # an empty answer must still name its phase
+    return response
+
+
+_UNCHANGED = {phase: _empty_response(phase) for phase in PHASES}
+""""Go on unchanged", per phase: most answers (a streamed chunk relayed, an answer passed as it came) are
+this, so it is built once. Never mutated: grpc only serializes what is yielded."""
+
+
 def to_response(phase: str, result: Forward | Reply) -> pb.ProcessingResponse:
     """Wrap a gateway decision in the ProcessingResponse for ``phase``, built in place."""
+    if isinstance(result, Forward) and result.is_noop:
+        return _UNCHANGED[phase]
     response = pb.ProcessingResponse()
     if result.metadata:
         fields = response.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields

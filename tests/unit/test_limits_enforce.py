@@ -111,3 +111,13 @@ def test_a_charge_that_meets_a_redis_hiccup_is_retried_and_releases_its_lease() 
 
     with RedisServer() as server:
         asyncio.run(run(server))
+
+
+def test_every_limit_and_budget_field_alone_makes_limits_active() -> None:
+    """``Limits.active`` names the fields it reads (it runs on every request): a new one must be added there."""
+    assert not Limits().active
+    for name in Limits.model_fields:
+        if name != "budget":
+            assert Limits(**{name: 1}).active, name
+    for name in Budget.model_fields:
+        assert Limits(budget=Budget(**{name: 1})).active, name
