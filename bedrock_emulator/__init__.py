@@ -1,6 +1,6 @@
 """A faithful local Amazon Bedrock Runtime for development and tests.
 
-The gateway talks to Bedrock with botocore-signed requests and relays Bedrock's
+The gateway talks to Bedrock with SigV4-signed requests and relays Bedrock's
 JSON and event-stream answers. This package answers the same operations
 (InvokeModel, InvokeModelWithResponseStream, Converse, ConverseStream,
 CountTokens) on the same paths, checks SigV4 signatures with an independent

@@ -1,7 +1,8 @@
 """An AWS Signature Version 4 verifier, written from the specification.
 
-The gateway signs with botocore; this verifier deliberately shares no code
-with it, so a request the emulator accepts has been checked by a second,
+The gateway signs with its own signer (extproc/bedrock/sigv4.py, held to
+botocore's output by tests); this verifier deliberately shares no code with
+it, so a request the emulator accepts has been checked by a second,
 independent reading of the spec (and against AWS's published test vectors, see
 the tests). It rebuilds the canonical request from what actually arrived on
 the wire:
