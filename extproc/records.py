@@ -1,10 +1,15 @@
 """JSON-lines writers for usage records and the audit log, off the event loop.
 
-A record is handed over as a dict (a queue put, microseconds) and serialized
-and written by one background thread, so neither ``json.dumps`` nor a slow
-disk sits between a client and its answer. :meth:`JsonLines.close` drains the
-queue before returning; the server calls it after its graceful drain, which is
-why no record is lost on SIGTERM.
+A record is handed over as a dict (appended to a deque: no lock, no system
+call) and serialized and written by one background thread that wakes every
+:data:`FLUSH_SECONDS`, so neither ``json.dumps`` nor a slow disk sits between
+a client and its answer, and a request does not wake a thread either: waking
+the writer for each record (the first version) cost the extproc about 0.4 ms
+of CPU per request at concurrency 1, in thread switches and GIL hand-overs,
+measured end to end with Envoy. A record is written at most
+:data:`FLUSH_SECONDS` after its request ends. :meth:`JsonLines.close` writes
+what is queued before returning; the server calls it after its graceful
+drain, which is why no record is lost on SIGTERM.
 """
 
 from __future__ import annotations
@@ -12,15 +17,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import sys
 import threading
+from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
 log = logging.getLogger("extproc.records")
 
-_STOP = object()
+FLUSH_SECONDS = 0.1
+"""How long a record may wait before it is written."""
 
 
 class JsonLines:
@@ -30,7 +36,8 @@ class JsonLines:
         self.name = name
         self._stdout = stdout
         self._path = Path(file) if file else None
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: deque[dict[str, Any]] = deque()  # append and popleft are atomic: no lock needed
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
@@ -40,37 +47,41 @@ class JsonLines:
     def start(self) -> JsonLines:
         if self.enabled and self._thread is None:
             handle = self._path.open("a", encoding="utf-8") if self._path else None  # fail at start, not later
+            self._stop.clear()
             self._thread = threading.Thread(target=self._run, args=(handle,), name=f"{self.name}-writer", daemon=True)
             self._thread.start()
         return self
 
     def write(self, record: dict[str, Any]) -> None:
         if self._thread is not None:
-            self._queue.put(record)
+            self._queue.append(record)
 
     def close(self) -> None:
         """Write everything queued so far, then stop the writer thread."""
         if self._thread is not None:
-            self._queue.put(_STOP)
+            self._stop.set()
             self._thread.join()
             self._thread = None
 
     def _run(self, handle: IO[str] | None) -> None:
         try:
             while True:
-                item = self._queue.get()
-                batch = [item]
-                while item is not _STOP and not self._queue.empty():  # write bursts together
-                    item = self._queue.get()
-                    batch.append(item)
-                lines = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in batch if r is not _STOP)
-                if lines:
-                    self._emit(handle, lines)
-                if batch[-1] is _STOP:
+                stopping = self._stop.wait(FLUSH_SECONDS)
+                self._flush(handle)
+                if stopping:
                     return
         finally:
             if handle is not None:
                 handle.close()
+
+    def _flush(self, handle: IO[str] | None) -> None:
+        """Everything queued, in one write (bursts written together)."""
+        queued = self._queue
+        lines = []
+        while queued:
+            lines.append(json.dumps(queued.popleft(), separators=(",", ":"), default=str) + "\n")
+        if lines:
+            self._emit(handle, "".join(lines))
 
     def _emit(self, handle: IO[str] | None, lines: str) -> None:
         try:
