@@ -1,7 +1,8 @@
 """Guardrails: detect and redact payment cards, personal data and secrets, and
 score prompt-injection attempts, in the text of a request.
 
-The public API is :func:`scan`, :func:`redact`, :func:`mask_card` and
+The public API is :func:`scan` (and :class:`ScanPlan`, the same for one
+detector set scanned many times), :func:`redact`, :func:`mask_card` and
 :func:`injection_score`; see :mod:`extproc.guardrails.detectors` for what each
 detector accepts and how well it does on the labelled corpus.
 """
@@ -10,6 +11,7 @@ from .detectors import (
     DETECTORS,
     PLACEHOLDERS,
     Finding,
+    ScanPlan,
     iban_valid,
     luhn_valid,
     mask_card,
@@ -25,6 +27,7 @@ __all__ = [
     "DETECTORS",
     "PLACEHOLDERS",
     "Finding",
+    "ScanPlan",
     "iban_valid",
     "injection_score",
     "luhn_valid",

@@ -133,29 +133,53 @@ recall 0.63 and 0.40 (unseen labels and formats: "son kullanma", "срок",
 precision 0.73 / recall 0.53, then 1.00 / 0.71. Expect unseen injection
 phrasings and card-security labels to be missed at about those rates.
 
+Pre-filters (``MAY_FIND``): a detector runs only on a text that holds what
+every one of its matches must hold: 13 ASCII digits (card, and so
+card_security), 9 (SSN), 7 (phone), two ASCII letters then two digits (IBAN),
+"@", "AKIA"/"ASIA", "-----BEGIN ", a token of 14 characters (API tokens) or of
+40 with a digit (AWS secret key). ``ScanPlan`` reads these off a byte-class
+copy of the text made in C (``ScanText``: ``bytes.translate`` and ``count``,
+about 1 us per KB), and does what depends only on the detector set (checking
+names, adding dependencies, compiling deny keywords) once per policy, not per
+string. Prose passes no pre-filter of the default policy, so it costs a few C
+calls: 8-9 us for a 1 KiB message, 2 us for a short string (60 us and 15-27 us
+before the pre-filters). Every pre-filter is tested to let its detector run
+whenever the detector finds anything (``test_prefilters.py``).
+
 Throughput, all detectors on, best of 15 runs on a 2-vCPU VM shared with other
-work (runs under load were up to 1.8x slower): 100 KB of the corpus repeated,
+work (runs under load were up to 2x slower): 100 KB of the corpus repeated,
 as ``test_throughput.py`` does (dense: a card, phone, IBAN or attack on most
-lines), 87 ms = 870 us per KB; 100 KB of plain support prose, 19 ms = 190 us
-per KB; a fixed cost of about 27 us per call (a 19-character string), which
-dominates when a JSON body is scanned one short string at a time.
+lines), 92 ms = 920 us per KB; 100 KB of plain support prose, 32 ms = 320 us
+per KB, nearly all of it injection (the default policy: 2.6 ms); a fixed cost of
+about 14 us per call (a 19-character string; the default policy: 1.7 us), which
+dominates when a JSON body is scanned one short string at a time. A large text
+holds digits, "@" and long tokens somewhere, so it passes most pre-filters.
 """
 
 from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from .injection import _ASCII_LOWER, DEFAULT_THRESHOLD, injection_signals, long_token_spans
+from .injection import (
+    _SOLID,
+    _SPLIT_BYTES,
+    DEFAULT_THRESHOLD,
+    _long_runs,
+    ascii_lower,
+    injection_signals,
+    long_token_spans,
+)
 
 __all__ = [
     "DETECTORS",
     "PLACEHOLDERS",
     "Finding",
+    "ScanPlan",
     "iban_valid",
     "luhn_valid",
     "mask_card",
@@ -509,7 +533,7 @@ def _card_security(text: str, cards: list[tuple[int, int, int]]) -> list[tuple[i
                     found.append(adjacent.span(name))
         lo = max(0, start - 2 * _SECURITY_WINDOW)
         hi = min(len(text), end + 2 * _SECURITY_WINDOW + 20)
-        window = text[lo:hi].translate(_ASCII_LOWER)
+        window = ascii_lower(text[lo:hi])
         if not any(stem in window for stem in _SECURITY_STEMS):
             continue
         for match in _LABELLED_SECURITY.finditer(text, lo, hi):
@@ -807,6 +831,10 @@ def _looks_like_date_or_ip(groups: list[str], seps: list[str]) -> bool:
 # Secrets
 # ---------------------------------------------------------------------------------
 
+# Secrets are long tokens: found only inside whitespace-separated tokens of 14+ characters
+# (the shortest format, "xoxb-" + 9), listed once per text.
+_SHORTEST_TOKEN = 14
+_AWS_SECRET_LENGTH = 40
 _AWS_ACCESS_KEY = re.compile(r"A(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])")
 # A run of 40+ base64 characters, tried only where a run starts.
 _BASE64_RUN = re.compile(r"[A-Za-z0-9/+](?<![A-Za-z0-9/+][A-Za-z0-9/+])[A-Za-z0-9/+]{39,}+")
@@ -853,12 +881,14 @@ def _mixed(candidate: str) -> bool:
 
 def _aws_secrets(text: str, long_tokens: list[tuple[int, int]]) -> list[tuple[int, int]]:
     found: list[tuple[int, int]] = []
-    runs = (m for lo, hi in long_tokens if hi - lo >= 40 for m in _BASE64_RUN.finditer(text, lo, hi))
+    long_enough = (span for span in long_tokens if span[1] - span[0] >= _AWS_SECRET_LENGTH)
+    runs = (m for lo, hi in long_enough for m in _BASE64_RUN.finditer(text, lo, hi))
     for match in runs:
         start, end = match.span()
         if end - start == 42 and start > 0 and text[start - 1] == "\\" and text[start] in _ESCAPES:
             start += 1  # "\n" before the key in a raw JSON body
-        if end - start != 40 or (end < len(text) and text[end] == "=") or not _mixed(text[start:end]):
+        if (end - start != _AWS_SECRET_LENGTH or (end < len(text) and text[end] == "=")
+                or not _mixed(text[start:end])):
             continue
         if (
             _AWS_SECRET_CONTEXT.search(text, max(0, start - 80), start)
@@ -918,37 +948,268 @@ def _keyword_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
 
 
 def _denied(
-    text: str, keywords: Sequence[str], patterns: Sequence[re.Pattern[str]]
+    text: str, keywords: re.Pattern[str] | None, patterns: Sequence[re.Pattern[str]]
 ) -> list[tuple[int, int]]:
     found: list[tuple[int, int]] = []
-    if keywords:
-        pattern = _keyword_pattern(tuple(keywords))
-        if pattern is not None:
-            found.extend(m.span() for m in pattern.finditer(text))
+    if keywords is not None:
+        found.extend(m.span() for m in keywords.finditer(text))
     for pattern in patterns:
         found.extend(m.span() for m in pattern.finditer(text) if m.end() > m.start())
     return found
 
 
 # ---------------------------------------------------------------------------------
+# Pre-filters: what a text must hold for a detector to find anything in it
+# ---------------------------------------------------------------------------------
+
+# A byte of a text's UTF-8 encoding as the class the pre-filters read: "0" an ASCII digit,
+# "a" an ASCII letter, " " a byte ``str.split`` splits an ASCII text on, "." anything else.
+# UTF-8 uses no byte below 0x80 inside a multi-byte character, so each "0" or "a" is exactly
+# one such character of the text, and bytes.translate and bytes.count run at memory speed,
+# where a regex over the text tries its pattern at every character.
+_CLASSES = bytes(
+    0x30 if 0x30 <= b <= 0x39 else 0x61 if b < 0x80 and chr(b).isalpha() else 0x20 if b in _SPLIT_BYTES else 0x2E
+    for b in range(256)
+)
+# A token of n characters is a run of at least n "x" in ``ScanText.solid`` (exactly n in an ASCII text).
+# (Looked for with ``bytes.find``: ``in`` on bytes first tries the needle as an integer, and
+# raises and clears a TypeError on every call.)
+_SHORTEST_RUN = b"x" * _SHORTEST_TOKEN
+_AWS_SECRET_RUN = b"x" * _AWS_SECRET_LENGTH
+# An IBAN starts with a country code (two ASCII letters) and two check digits. The literal
+# "00" first lets the regex engine skip to the rare digit pairs.
+_IBAN_START = re.compile(rb"00(?<=aa00)")
+
+
+class ScanText:
+    """A text being scanned, with what its pre-filters and detectors share, each computed once.
+
+    ``classes`` (:data:`_CLASSES`), ``solid`` (``classes`` by :data:`_SOLID`) and
+    ``digits`` (the ASCII digits in the text) cost a few C calls, less than one
+    regex pass; ``ScanPlan`` computes those its pre-filters read and hands them
+    over. Card spans and long tokens are computed by the first detector that
+    needs them.
+    """
+
+    __slots__ = ("text", "classes", "solid", "digits", "_cards", "_long_tokens")
+
+    def __init__(self, text: str, classes: bytes | None = None, solid: bytes | None = None, digits: int = 0) -> None:
+        self.text = text
+        if classes is None:
+            # "surrogatepass": a JSON body may hold a lone surrogate ("\ud800"); it becomes three bytes >= 0x80.
+            classes = text.encode("utf-8", "surrogatepass").translate(_CLASSES)
+            digits = classes.count(b"0")
+        self.classes = classes
+        self.solid = classes.translate(_SOLID) if solid is None else solid
+        self.digits = digits
+        self._cards: list[tuple[int, int, int]] | None = None
+        self._long_tokens: list[tuple[int, int]] | None = None
+
+    def cards(self) -> list[tuple[int, int, int]]:
+        if self._cards is None:
+            self._cards = _cards(self.text)
+        return self._cards
+
+    def long_tokens(self) -> list[tuple[int, int]]:
+        """``long_token_spans(text, 14)``, from ``solid`` when the text is ASCII (byte offsets are offsets)."""
+        if self._long_tokens is None:
+            text = self.text
+            self._long_tokens = (_long_runs(self.solid, _SHORTEST_TOKEN) if text.isascii()
+                                 else long_token_spans(text, _SHORTEST_TOKEN))
+        return self._long_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Prefilter:
+    """What a text must hold for a detector to find anything in it: at least ``min_digits``
+    ASCII digits, and whatever ``check`` looks for (a literal, a byte-class pattern, a long run).
+
+    False only when the detector cannot find anything in the text, by what every
+    match of its patterns must contain (see each detector above). A pre-filter
+    never decides what is found, only whether a detector runs: ``scan`` with
+    them finds exactly what it finds without them (tests/unit/guardrails/test_prefilters.py).
+    The digit count is one ``bytes.count`` per text; ``ScanPlan`` compares it
+    inline and calls ``check`` only when it passes (a call costs more than most checks).
+    """
+
+    min_digits: int = 0
+    check: Callable[[str, bytes | None, bytes | None], bool] | None = None
+    """Called with the text, its ``classes`` and its ``solid`` bytes (see :class:`ScanText`)."""
+    reads: Literal["text", "classes", "solid"] = "text"
+    """What ``check`` reads besides the text: a plan computes no bytes that none of its checks reads
+    (it passes None instead)."""
+
+    def __call__(self, t: ScanText) -> bool:
+        return t.digits >= self.min_digits and (self.check is None or self.check(t.text, t.classes, t.solid))
+
+
+def _iban_start(text: str, classes: bytes | None, solid: bytes | None) -> bool:
+    # ``_iban_end`` checks the country code and check digits are ASCII: two letters, two digits.
+    return _IBAN_START.search(classes) is not None  # type: ignore[arg-type]
+
+
+def _at_sign(text: str, classes: bytes | None, solid: bytes | None) -> bool:
+    return "@" in text
+
+
+def _aws_key_id(text: str, classes: bytes | None, solid: bytes | None) -> bool:
+    return "AKIA" in text or "ASIA" in text  # case-sensitive, as ``_AWS_ACCESS_KEY``
+
+
+def _aws_secret_token(text: str, classes: bytes | None, solid: bytes | None) -> bool:
+    # Only looked for in tokens of 40+ characters.
+    return solid.find(_AWS_SECRET_RUN) >= 0  # type: ignore[union-attr]
+
+
+def _pem_begin(text: str, classes: bytes | None, solid: bytes | None) -> bool:
+    return "-----BEGIN " in text
+
+
+def _long_token(text: str, classes: bytes | None, solid: bytes | None) -> bool:
+    # API tokens are only looked for in tokens of 14+ characters.
+    return solid.find(_SHORTEST_RUN) >= 0  # type: ignore[union-attr]
+
+
+_CARD = Prefilter(13)  # a card has 13-19 ASCII digits
+MAY_FIND: dict[str, Prefilter] = {
+    "card": _CARD,
+    "card_security": _CARD,  # only next to a card
+    "iban": Prefilter(2, _iban_start, "classes"),
+    "ssn": Prefilter(9),  # AAA-GG-SSSS, or nine bare digits after "SSN"
+    "email": Prefilter(0, _at_sign),
+    "phone": Prefilter(7),  # ``_phone_span`` wants 7-15 ASCII digits
+    "aws_access_key": Prefilter(0, _aws_key_id),
+    "aws_secret_key": Prefilter(1, _aws_secret_token, "solid"),  # 40 characters, one a digit
+    "private_key": Prefilter(0, _pem_begin),
+    "api_token": Prefilter(0, _long_token, "solid"),
+}
+"""Each span detector's pre-filter (deny and injection have none)."""
+_ANYTHING = Prefilter()
+"""The pre-filter of a plan made with ``prefilter=False``: every detector runs."""
+
+FIND: dict[str, Callable[[ScanText], list[tuple[int, int]]]] = {
+    "card": lambda t: [(start, end) for start, end, _ in t.cards()],
+    "card_security": lambda t: _card_security(t.text, t.cards()),
+    "iban": lambda t: _ibans(t.text),
+    "ssn": lambda t: _ssns(t.text),
+    "email": lambda t: _emails(t.text),
+    "phone": lambda t: _phones(t.text),
+    "aws_access_key": lambda t: _aws_access_keys(t.text),
+    "aws_secret_key": lambda t: _aws_secrets(t.text, t.long_tokens()),
+    "private_key": lambda t: _private_keys(t.text),
+    "api_token": lambda t: _api_tokens(t.text, t.long_tokens()),
+}
+"""Each span detector's candidate spans (before overlaps are resolved), in the order ``scan`` runs them."""
+
+
+# ---------------------------------------------------------------------------------
 # scan, redact, mask_card
 # ---------------------------------------------------------------------------------
 
-_SPAN_DETECTORS = {
-    "iban": _ibans,
-    "ssn": _ssns,
-    "email": _emails,
-    "phone": _phones,
-    "aws_access_key": _aws_access_keys,
-    "private_key": _private_keys,
-}
-# Secrets are long tokens: found only inside whitespace-separated tokens of 14+ characters
-# (the shortest format, "xoxb-" + 9), listed once per text.
-_TOKEN_DETECTORS = {
-    "aws_secret_key": _aws_secrets,
-    "api_token": _api_tokens,
-}
-_SHORTEST_TOKEN = 14
+
+class ScanPlan:
+    """:func:`scan` for one set of detectors and deny lists, worked out once.
+
+    A policy scans every string of every body with the same detectors: the
+    detector set is validated, its dependencies added, the deny keywords
+    compiled and the detectors to run put in order here, once, not per string.
+    ``prefilter=False`` runs every detector on every text; the result is the
+    same, only slower (the tests check that it is).
+    """
+
+    __slots__ = ("enabled", "_steps", "_classes", "_solid", "_keywords", "_patterns", "_deny", "_injection",
+                 "_threshold")
+
+    def __init__(
+        self,
+        detectors: Collection[str],
+        *,
+        deny_keywords: Sequence[str] = (),
+        deny_patterns: Sequence[re.Pattern[str]] = (),
+        injection_threshold: float = DEFAULT_THRESHOLD,
+        prefilter: bool = True,
+    ) -> None:
+        if isinstance(detectors, str):
+            raise TypeError("detectors must be a collection of detector names, not a string")
+        enabled = frozenset(detectors)
+        unknown = enabled - set(DETECTORS)
+        if unknown:
+            raise ValueError(f"unknown detectors: {', '.join(sorted(unknown))}; known: {', '.join(DETECTORS)}")
+        needed = set(enabled)
+        for name in enabled:
+            needed |= _NEEDS.get(name, frozenset())
+        self.enabled = enabled
+        # Detectors that share a pre-filter (card and card_security) share its evaluation.
+        steps: dict[Prefilter, list[tuple[str, Callable[[ScanText], list[tuple[int, int]]]]]] = {}
+        for name, find in FIND.items():
+            if name in needed:
+                steps.setdefault(MAY_FIND[name] if prefilter else _ANYTHING, []).append((name, find))
+        # Fewest digits first, so that a text with few digits stops at the first step it cannot pass.
+        # (The order of candidates does not matter: ``_resolve`` orders them.)
+        self._steps = tuple(sorted(((may.min_digits, may.check, tuple(finds)) for may, finds in steps.items()),
+                                   key=lambda step: step[0]))
+        self._classes = any(may.min_digits or may.reads != "text" for may in steps)
+        self._solid = any(may.reads == "solid" for may in steps)
+        deny = "deny" in needed
+        self._keywords = _keyword_pattern(tuple(deny_keywords)) if deny and deny_keywords else None
+        self._patterns = tuple(deny_patterns) if deny else ()
+        self._deny = self._keywords is not None or bool(self._patterns)
+        self._injection = "injection" in enabled
+        self._threshold = injection_threshold
+
+    def scan(self, text: str) -> list[Finding]:
+        """Findings in ``text``: sorted by start, non-overlapping."""
+        candidates: list[tuple[str, int, int, float]] = []
+        if self._steps:
+            # ``ScanText`` and ``Prefilter.__call__``, inline: most texts pass no pre-filter, and
+            # then no object is made for them. Only the bytes the pre-filters read are computed.
+            classes = solid = None
+            digits = 0
+            if self._classes:
+                classes = text.encode("utf-8", "surrogatepass").translate(_CLASSES)
+                digits = classes.count(b"0")
+                if self._solid:
+                    solid = classes.translate(_SOLID)
+            facts: ScanText | None = None
+            for min_digits, check, finds in self._steps:
+                if digits < min_digits:
+                    break
+                if check is None or check(text, classes, solid):
+                    if facts is None:
+                        facts = ScanText(text, classes, solid, digits)
+                    for name, find in finds:
+                        candidates.extend([(name, start, end, 1.0) for start, end in find(facts)])
+        if self._deny:
+            candidates.extend([("deny", start, end, 1.0)
+                               for start, end in _denied(text, self._keywords, self._patterns)])
+        if not candidates and not self._injection:
+            return []
+
+        kept = _resolve(candidates)
+        if self._injection:
+            score, signals = injection_signals(text)
+            if score >= self._threshold:
+                for signal in signals:
+                    if not _overlaps(kept, signal.start, signal.end):
+                        _insert(kept, ("injection", signal.start, signal.end, score))
+                        break
+        enabled = self.enabled
+        return [
+            Finding(name, start, end, PLACEHOLDERS[name], score)
+            for name, start, end, score in kept
+            if name in enabled
+        ]
+
+
+@lru_cache(maxsize=64)
+def _plan(
+    detectors: Collection[str],
+    deny_keywords: tuple[str, ...],
+    deny_patterns: tuple[re.Pattern[str], ...],
+    injection_threshold: float,
+) -> ScanPlan:
+    return ScanPlan(detectors, deny_keywords=deny_keywords, deny_patterns=deny_patterns,
+                    injection_threshold=injection_threshold)
 
 
 def scan(
@@ -959,47 +1220,18 @@ def scan(
     deny_patterns: Sequence[re.Pattern[str]] = (),
     injection_threshold: float = DEFAULT_THRESHOLD,
 ) -> list[Finding]:
-    """Findings of the enabled ``detectors`` in ``text``: sorted by start, non-overlapping."""
+    """Findings of the enabled ``detectors`` in ``text``: sorted by start, non-overlapping.
+
+    The plan for a detector set is cached; a caller scanning many texts with the
+    same set (a guardrail policy) should hold a :class:`ScanPlan` itself.
+    """
     if isinstance(detectors, str):
         raise TypeError("detectors must be a collection of detector names, not a string")
-    enabled = frozenset(detectors)
-    unknown = enabled - set(DETECTORS)
-    if unknown:
-        raise ValueError(f"unknown detectors: {', '.join(sorted(unknown))}; known: {', '.join(DETECTORS)}")
-    needed = set(enabled)
-    for name in enabled:
-        needed |= _NEEDS.get(name, frozenset())
-
-    candidates: list[tuple[str, int, int, float]] = []
-    if "card" in needed:
-        cards = _cards(text)
-        candidates.extend(("card", s, e, 1.0) for s, e, _ in cards)
-        if "card_security" in needed:
-            candidates.extend(("card_security", s, e, 1.0) for s, e in _card_security(text, cards))
-    for name, detect in _SPAN_DETECTORS.items():
-        if name in needed:
-            candidates.extend((name, s, e, 1.0) for s, e in detect(text))
-    if not needed.isdisjoint(_TOKEN_DETECTORS):
-        long_tokens = long_token_spans(text, _SHORTEST_TOKEN)
-        for name, detect_in in _TOKEN_DETECTORS.items():
-            if name in needed:
-                candidates.extend((name, s, e, 1.0) for s, e in detect_in(text, long_tokens))
-    if "deny" in needed:
-        candidates.extend(("deny", s, e, 1.0) for s, e in _denied(text, deny_keywords, deny_patterns))
-
-    kept = _resolve(candidates)
-    if "injection" in enabled:
-        score, signals = injection_signals(text)
-        if score >= injection_threshold:
-            for signal in signals:
-                if not _overlaps(kept, signal.start, signal.end):
-                    _insert(kept, ("injection", signal.start, signal.end, score))
-                    break
-    return [
-        Finding(name, start, end, PLACEHOLDERS[name], score)
-        for name, start, end, score in kept
-        if name in enabled
-    ]
+    try:  # a caller's tuples are a cache key as they are
+        plan = _plan(detectors, deny_keywords, deny_patterns, injection_threshold)  # type: ignore[arg-type]
+    except TypeError:  # a list or set: unhashable
+        plan = _plan(frozenset(detectors), tuple(deny_keywords), tuple(deny_patterns), injection_threshold)
+    return plan.scan(text)
 
 
 def _resolve(candidates: list[tuple[str, int, int, float]]) -> list[tuple[str, int, int, float]]:

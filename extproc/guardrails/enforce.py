@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from ..config import GuardrailPolicy
 from ..errors import GatewayError, Kind
-from .detectors import Finding, redact, scan
+from .detectors import Finding, ScanPlan, redact
 
 # Keys whose string values are not text the model reads: identifiers, enums, media.
 _NOT_TEXT = frozenset({
@@ -31,6 +31,9 @@ _NOT_TEXT = frozenset({
     "media_type", "format", "data", "bytes", "url", "stop_reason", "stop_sequence", "stopReason", "finish_reason",
     "object", "status", "cache_control", "signature", "name", "p",
 })
+
+# What a JSON parser gives besides strings, objects and arrays: nothing to inspect.
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,9 @@ class Guard:
         self.policy = policy
         self._detectors = frozenset(policy.detectors)
         self._patterns = tuple(re.compile(p) for p in policy.deny_patterns)
+        # Worked out once: every string of every body is scanned with it.
+        self._plan = ScanPlan(self._detectors, deny_keywords=tuple(policy.deny_keywords), deny_patterns=self._patterns,
+                              injection_threshold=policy.injection_threshold)
 
     @property
     def active(self) -> bool:
@@ -74,10 +80,15 @@ class Guard:
         """
         outcome = Outcome()
         if self._detectors:
-            self._walk(body, "$", outcome)
+            if isinstance(body, dict):
+                self._walk(body, None, outcome)
+            elif isinstance(body, list):
+                self._walk_list(body, None, outcome)
+            elif isinstance(body, str):
+                self.text(body, "$", outcome)
         if not request:
             return outcome
-        blocked = next((a for a in outcome.actions if a.action == "block"), None)
+        blocked = next((a for a in outcome.actions if a.action == "block"), None) if outcome.actions else None
         if blocked is not None:
             outcome.refusal = GatewayError(
                 400, Kind.INVALID_REQUEST,
@@ -107,39 +118,74 @@ class Guard:
                                     param="max_tokens", code="guardrail_max_tokens")
         return None
 
-    def _walk(self, node: Any, path: str, outcome: Outcome) -> Any:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in _NOT_TEXT and not isinstance(value, (dict, list)):
-                    continue
-                new = self._walk(value, f"{path}.{key}", outcome)
-                if new is not value:
-                    node[key] = new
-            return node
-        if isinstance(node, list):
-            for index, value in enumerate(node):
-                new = self._walk(value, f"{path}[{index}]", outcome)
-                if new is not value:
-                    node[index] = new
-            return node
-        if isinstance(node, str):
-            return self.text(node, path, outcome)
-        return node
+    def _walk(self, node: dict[str, Any], trail: _Trail, outcome: Outcome) -> None:
+        """Inspect every string in ``node`` (but those under ``_NOT_TEXT`` keys), redacting in place.
+
+        Strings are handled in the loop, and only dicts and lists recursed into:
+        most values of a body are short strings, numbers and flags, and a call
+        costs more than the test. A parsed body holds exact ``str``, ``dict``
+        and ``list`` objects, so ``type(value) is ...`` decides (faster than
+        ``isinstance``); subclasses take ``_other``, to the same effect. The JSON
+        path is only needed for an Action, so ``trail`` carries the chain of keys
+        to ``node`` and ``_path`` writes it out for a finding, not at every node.
+        """
+        for key, value in node.items():
+            kind = type(value)
+            if kind is str:
+                if key not in _NOT_TEXT:
+                    self._string(node, key, value, (trail, key, False), outcome)
+            elif kind is dict:
+                self._walk(value, (trail, key, False), outcome)
+            elif kind is list:
+                self._walk_list(value, (trail, key, False), outcome)
+            elif kind not in _SCALARS and (key not in _NOT_TEXT or isinstance(value, (dict, list))):
+                self._other(node, key, value, (trail, key, False), outcome)
+
+    def _walk_list(self, node: list[Any], trail: _Trail, outcome: Outcome) -> None:
+        for index, value in enumerate(node):
+            kind = type(value)
+            if kind is str:
+                self._string(node, index, value, (trail, index, True), outcome)
+            elif kind is dict:
+                self._walk(value, (trail, index, True), outcome)
+            elif kind is list:
+                self._walk_list(value, (trail, index, True), outcome)
+            elif kind not in _SCALARS:
+                self._other(node, index, value, (trail, index, True), outcome)
+
+    def _other(self, node: dict[str, Any] | list[Any], key: Any, value: Any, trail: _Trail,
+               outcome: Outcome) -> None:
+        """A value of a subclass of ``str``, ``dict`` or ``list`` (not from a JSON parser), or anything else."""
+        if isinstance(value, str):
+            self._string(node, key, value, trail, outcome)
+        elif isinstance(value, dict):
+            self._walk(value, trail, outcome)
+        elif isinstance(value, list):
+            self._walk_list(value, trail, outcome)
+
+    def _string(self, node: dict[str, Any] | list[Any], key: Any, value: str, trail: _Trail,
+                outcome: Outcome) -> None:
+        outcome.text_chars += len(value)
+        findings = self._plan.scan(value)
+        if findings:
+            new = self._apply(value, findings, _path(trail), outcome)
+            if new is not value:
+                node[key] = new
 
     @property
     def inspects_text(self) -> bool:
         return bool(self._detectors)
 
     def findings(self, text: str) -> list[Finding]:
-        return scan(text, self._detectors, deny_keywords=self.policy.deny_keywords,
-                    deny_patterns=self._patterns, injection_threshold=self.policy.injection_threshold)
+        return self._plan.scan(text)
 
     def text(self, value: str, path: str, outcome: Outcome) -> str:
         """Inspect one string; return it redacted where the policy says so."""
         outcome.text_chars += len(value)
-        findings = self.findings(value)
-        if not findings:
-            return value
+        findings = self._plan.scan(value)
+        return self._apply(value, findings, path, outcome) if findings else value
+
+    def _apply(self, value: str, findings: list[Finding], path: str, outcome: Outcome) -> str:
         to_redact: list[Finding] = []
         for finding in findings:
             action = self.policy.detectors[finding.detector]
@@ -150,6 +196,19 @@ class Guard:
             return value
         outcome.changed = True
         return redact(value, to_redact, card_style=self.policy.card_style)
+
+
+# The keys from the body's root to a value, innermost last: (parent trail, key or index, is an index).
+_Trail: TypeAlias = "tuple[_Trail, str | int, bool] | None"
+
+
+def _path(trail: _Trail) -> str:
+    """``$.messages[0].content`` for the trail of keys to a value."""
+    parts: list[str] = []
+    while trail is not None:
+        trail, key, index = trail
+        parts.append(f"[{key}]" if index else f".{key}")
+    return "$" + "".join(reversed(parts))
 
 
 class StreamRedactor:

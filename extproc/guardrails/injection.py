@@ -78,16 +78,29 @@ import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
-__all__ = ["DEFAULT_THRESHOLD", "Signal", "injection_score", "injection_signals", "long_token_spans"]
+__all__ = ["DEFAULT_THRESHOLD", "Signal", "ascii_lower", "injection_score", "injection_signals", "long_token_spans"]
 
 DEFAULT_THRESHOLD = 0.5
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 _ROT13 = str.maketrans(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
     "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm",
 )
+
+
+def ascii_lower(text: str) -> str:
+    """``text`` with A-Z lower-cased and nothing else changed: same length, so offsets carry over.
+
+    ``str.lower`` does exactly that to an ASCII text, at memory speed; ``str.translate``
+    (for other texts, where ``lower`` could change lengths: "İ" becomes two characters)
+    costs a dictionary lookup per character.
+    """
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,13 +623,43 @@ def _decode_b64(blob: str) -> str | None:
     return _printable_text(raw)
 
 
+# ``str.split`` splits an ASCII text on these bytes (0x1c-0x1f are separators to Python too).
+_SPLIT_BYTES = bytes(b for b in range(0x80) if chr(b).isspace())
+_SOLID = bytes(0x20 if b in _SPLIT_BYTES else 0x78 for b in range(256))
+"""A ``bytes.translate`` table: a byte of a text's UTF-8 encoding becomes " " where ``str.split``
+splits an ASCII text, else "x". A multi-byte character is all "x" (UTF-8 uses no byte below
+0x80 inside one), so a token of n characters is a run of at least n "x": the runs bound the
+tokens of any text from above, and are exactly the tokens of an ASCII text."""
+
+
+@lru_cache(maxsize=8)
+def _run_pattern(minimum: int) -> re.Pattern[bytes]:
+    # "x" spelled out ``minimum`` times is a literal prefix: the regex engine then searches for it
+    # in one fast pass, where ``x{14,}`` would be tried at every byte.
+    return re.compile(b"x" * minimum + b"x*")
+
+
+def _long_runs(solid: bytes, minimum: int) -> list[tuple[int, int]]:
+    """Spans of the runs of at least ``minimum`` (>= 1) "x" in ``solid`` (a text translated by :data:`_SOLID`)."""
+    return [m.span() for m in _run_pattern(minimum).finditer(solid)]
+
+
 def long_token_spans(text: str, minimum: int) -> list[tuple[int, int]]:
     """Spans of the whitespace-separated tokens of at least ``minimum`` characters.
 
-    Keys, tokens and encoded blobs are long tokens; prose has none. Splitting is
-    done in C, so a text without any long token costs next to nothing, where a
-    regex for a long character run would try every letter of the text.
+    Keys, tokens and encoded blobs are long tokens; prose has none. An ASCII
+    text (the usual case) is classified byte by byte in C and its runs found by
+    one regex pass over the bytes: a few microseconds per KB, where splitting
+    makes an object of every word. Any other text is split (in C too).
     """
+    if minimum >= 1 and text.isascii():
+        return _long_runs(text.encode("ascii").translate(_SOLID), minimum)
+    return _split_token_spans(text, minimum)
+
+
+def _split_token_spans(text: str, minimum: int) -> list[tuple[int, int]]:
+    """:func:`long_token_spans` by ``str.split``: for texts that are not ASCII, where byte offsets
+    are not character offsets and Unicode whitespace splits too."""
     words = text.split()
     if not words or max(map(len, words)) < minimum:
         return []
@@ -638,7 +681,7 @@ def _encoded_signals(text: str, lowered: str) -> list[Signal]:
         nonlocal best
         if decoded is None:
             return
-        inner = _combine(_plain_signals(decoded, decoded.translate(_ASCII_LOWER)))
+        inner = _combine(_plain_signals(decoded, ascii_lower(decoded)))
         weight = min(0.99, inner + 0.05) if inner >= 0.3 else 0.15
         if best is None or weight > best.weight:
             best = Signal("encoded", name, weight, start, end)
@@ -660,7 +703,7 @@ def _encoded_signals(text: str, lowered: str) -> list[Signal]:
         triggers = [m.start() for m in _ROT13_TRIGGER.finditer(lowered)]
         for lo, hi in _windows(triggers, lowered):
             decoded = text[lo:hi].translate(_ROT13)
-            inner = _combine(_plain_signals(decoded, decoded.translate(_ASCII_LOWER)))
+            inner = _combine(_plain_signals(decoded, ascii_lower(decoded)))
             if inner >= 0.3 and (best is None or inner + 0.05 > best.weight):
                 first = _ROT13_TRIGGER.search(lowered, lo, hi)
                 span = first.span() if first is not None else (lo, hi)
@@ -681,7 +724,7 @@ def _combine(signals: list[Signal]) -> float:
 
 def injection_signals(text: str) -> tuple[float, list[Signal]]:
     """The score and the signals behind it, strongest first."""
-    lowered = text.translate(_ASCII_LOWER)
+    lowered = ascii_lower(text)
     signals = _plain_signals(text, lowered)
     signals.extend(_encoded_signals(text, lowered))
     signals.sort(key=lambda s: (-s.weight, s.start))

@@ -8,6 +8,9 @@ from hypothesis import strategies as st
 from extproc.config import GuardrailPolicy
 from extproc.guardrails.enforce import Guard, Outcome, StreamRedactor
 
+from .guardrails.test_enforce import DEFAULT_POLICY, EVERYTHING, unfiltered
+from .guardrails.test_prefilters import texts
+
 ANSWER = ("Thanks! Your card 4111 1111 1111 1111 exp 12/27 is on file; we will email jane@example.com. "
           + "Some more words follow here. " * 40 + "Second card 5555-5555-5555-4444 at the end")
 GUARD = Guard("p", GuardrailPolicy(detectors={"card": "redact", "email": "monitor"}, card_style="last4"))
@@ -99,3 +102,21 @@ def test_streamed_tool_arguments_are_redacted_and_stay_json() -> None:
     inputs = "".join(_json.loads(f.payload)["delta"]["toolUse"]["input"] for f in Decoder().feed(relayed)
                      if f.event_type == "contentBlockDelta")
     assert _json.loads(inputs) == {"note": "charge [CARD ••••1111] today", "amount": 12}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_streaming_with_prefilters_is_streaming_without(data: st.DataObject) -> None:
+    """The redactor scans every window with the policy's pre-filtered plan: same output, same record."""
+    answer = data.draw(texts())
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(answer)), max_size=12))))
+    pieces = [answer[a:b] for a, b in zip([0, *cuts], [*cuts, len(answer)])]
+    for policy in (DEFAULT_POLICY, EVERYTHING):
+        guard = Guard("p", policy)
+        results = []
+        for each in (guard, unfiltered(guard)):
+            outcome = Outcome()
+            redactor = StreamRedactor(each, outcome, "answer")
+            released = [redactor.feed(piece) for piece in pieces] + [redactor.flush()]
+            results.append((released, outcome.actions, outcome.changed))
+        assert results[0] == results[1]
