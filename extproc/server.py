@@ -68,11 +68,11 @@ def headers_of(message: pb.HttpHeaders) -> dict[str, str]:
 
 def _fill_mutation(mutation: pb.HeaderMutation, set_headers: list[tuple[str, str]], remove: list[str]) -> None:
     """Write header changes straight into ``mutation`` (no intermediate messages to copy)."""
+    add = mutation.set_headers.add
     for key, value in set_headers:
-        option = mutation.set_headers.add()
-        option.header.key = key
-        option.header.raw_value = value.encode()
-        option.append_action = _OVERWRITE
+        header = add(append_action=_OVERWRITE).header  # each attribute reached once: upb lookups cost
+        header.key = key
+        header.raw_value = value.encode()
     if remove:
         mutation.remove_headers.extend(remove)
 

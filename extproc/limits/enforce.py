@@ -2,8 +2,8 @@
 
 The :class:`Limiter` owns the store and the policy for an unreachable store
 (fail open: let the request through unlimited; fail closed: 503), counts
-both in ``gateway_limits_backend_errors_total``, and runs the after-request
-charge as a background task so it never delays an answer. Rate-limit headers
+both in ``gateway_limits_backend_errors_total``, and charges each request after
+its answer has left (in a background task when the store is Redis). Rate-limit headers
 follow each API's convention so the official SDKs' retry logic works: OpenAI's
 ``x-ratelimit-*`` (reset as a duration), Anthropic's ``anthropic-ratelimit-*``
 (reset as an RFC 3339 time), and ``retry-after`` in whole seconds for all.
@@ -23,6 +23,7 @@ from ..config import Limits, LimitsBackend, Settings
 from ..errors import Api, GatewayError, Kind
 from ..usage import Usage
 from . import Quota, Store, StoreUnavailable, Verdict
+from .memory import MemoryStore
 
 log = logging.getLogger("extproc.limits")
 
@@ -49,8 +50,6 @@ def open_store(settings: Settings) -> Store:
 
         return RedisStore(settings.redis_url, key_prefix=backend.key_prefix, timeout_seconds=backend.timeout_seconds,
                           usage_retention_days=backend.usage_retention_days)
-    from .memory import MemoryStore
-
     return MemoryStore(usage_retention_days=backend.usage_retention_days)
 
 
@@ -84,7 +83,12 @@ class Limiter:
 
     def settle(self, consumer: str, model: str, request_id: str, limits: Limits | None, usage: Usage,
                cost_usd: float) -> None:
-        """Charge a finished request in the background (the answer has already left)."""
+        """Charge a finished request (its answer has already left): at once on the in-process store,
+        as a background task on a remote one, so that no answer ever waits for Redis."""
+        if isinstance(self.store, MemoryStore):
+            self._note_budgets(consumer, limits,
+                               self.store.settle_now(consumer, model, request_id, limits, usage, cost_usd, self.clock()))
+            return
         task = asyncio.get_running_loop().create_task(
             self._settle(consumer, model, request_id, limits, usage, cost_usd, self.clock()))
         self._pending.add(task)
@@ -107,6 +111,11 @@ class Limiter:
             log.warning("usage not charged to limits: store unavailable",
                         extra={"limit_id": request_id, "consumer": consumer})
             return
+        self._note_budgets(consumer, limits, used)
+
+    @staticmethod
+    def _note_budgets(consumer: str, limits: Limits | None, used: dict[str, float]) -> None:
+        """The budget-used gauges, from what the charge brought each budget to."""
         if limits is not None:
             for budget, amount in used.items():
                 cap = getattr(limits.budget, budget, None)

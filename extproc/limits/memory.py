@@ -246,6 +246,12 @@ class MemoryStore:
 
     async def settle(self, consumer: str, model: str, request_id: str, limits: Limits | None,
                      usage: Usage, cost_usd: float, now: float) -> dict[str, float]:
+        return self.settle_now(consumer, model, request_id, limits, usage, cost_usd, now)
+
+    def settle_now(self, consumer: str, model: str, request_id: str, limits: Limits | None,
+                   usage: Usage, cost_usd: float, now: float) -> dict[str, float]:
+        """:meth:`settle` without a coroutine: nothing here waits, so the Limiter charges at once
+        instead of scheduling a task for every request."""
         self._add_usage(consumer, model, usage, cost_usd, now)
         if consumer not in self._consumers and (limits is None or not limits.active):
             return {}
