@@ -23,6 +23,8 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 log = logging.getLogger("extproc.records")
 
 FLUSH_SECONDS = 0.1
@@ -46,7 +48,7 @@ class JsonLines:
 
     def start(self) -> JsonLines:
         if self.enabled and self._thread is None:
-            handle = self._path.open("a", encoding="utf-8") if self._path else None  # fail at start, not later
+            handle = self._path.open("ab") if self._path else None  # fail at start, not later
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, args=(handle,), name=f"{self.name}-writer", daemon=True)
             self._thread.start()
@@ -63,7 +65,7 @@ class JsonLines:
             self._thread.join()
             self._thread = None
 
-    def _run(self, handle: IO[str] | None) -> None:
+    def _run(self, handle: IO[bytes] | None) -> None:
         try:
             while True:
                 stopping = self._stop.wait(FLUSH_SECONDS)
@@ -74,24 +76,32 @@ class JsonLines:
             if handle is not None:
                 handle.close()
 
-    def _flush(self, handle: IO[str] | None) -> None:
+    def _flush(self, handle: IO[bytes] | None) -> None:
         """Everything queued, in one write (bursts written together)."""
         queued = self._queue
         lines = []
         while queued:
-            lines.append(json.dumps(queued.popleft(), separators=(",", ":"), default=str) + "\n")
+            lines.append(_line(queued.popleft()))
         if lines:
-            self._emit(handle, "".join(lines))
+            self._emit(handle, b"".join(lines))
 
-    def _emit(self, handle: IO[str] | None, lines: str) -> None:
+    def _emit(self, handle: IO[bytes] | None, lines: bytes) -> None:
         try:
             if self._stdout:
-                _write_all(sys.stdout.fileno(), lines.encode("utf-8"))
+                _write_all(sys.stdout.fileno(), lines)
             if handle is not None:
                 handle.write(lines)
                 handle.flush()
         except OSError as exc:  # a full disk must not stop the gateway; say so in the log
             log.error("cannot write records", extra={"records": self.name, "error": str(exc)})
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    """One compact JSON line (orjson: a few times faster than :mod:`json`, which takes what orjson refuses)."""
+    try:
+        return orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # orjson.JSONEncodeError
+        return (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
 
 
 def _write_all(fd: int, data: bytes) -> None:
