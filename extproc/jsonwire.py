@@ -48,12 +48,19 @@ _STRICT = json.JSONDecoder(parse_constant=_refuse, parse_float=_finite)
 
 _LONG_NUMBER = re.compile(rb"[0-9]{20}")
 """Twenty digits in a row: maybe an integer beyond 64 bits, which only :mod:`json` keeps exact."""
+_DIGITS = b"0123456789"
+
+
+def _may_hold_long_number(data: bytes) -> bool:
+    """Whether ``data`` has a run of 20 digits; counting digits first (in C, ~1 µs/KB) spares the
+    regular expression (~10 µs/KB) the common body with fewer than 20 digits in all."""
+    return len(data) - len(data.translate(None, _DIGITS)) >= 20 and _LONG_NUMBER.search(data) is not None
 
 
 def load(raw: bytes | str, what: str = "request body", param: str | None = None) -> Any:
     """Parse JSON or raise a 400 saying which document was not valid."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if _LONG_NUMBER.search(data) is None:
+    if not _may_hold_long_number(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
