@@ -168,6 +168,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
         state = RequestState()
+        timings: list[tuple[str, float]] = []  # the phase durations not yet observed
         self.open_streams += 1
         self._all_closed.clear()
         try:
@@ -184,7 +185,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):
                         result = await asyncio.to_thread(self._decide, state, phase, request)
                     else:
                         result = self._decide(state, phase, request)
-                    bound(PHASE_DURATION, phase).observe(time.perf_counter() - started)
+                    decided = time.perf_counter() - started
                     if state.limits is not None and phase == "request_headers" and isinstance(result, Forward):
                         result = await self.gateway.admit(state) or result
                 except GatewayError as exc:
@@ -192,10 +193,17 @@ class Processor(pb_grpc.ExternalProcessorServicer):
                 except Exception:
                     log.exception("unexpected error", extra={"request_id": state.request_id, "phase": phase})
                     result = self.gateway.reject(state, GatewayError(500, Kind.UPSTREAM, "internal gateway error"))
+                else:
+                    timings.append((phase, decided))
                 yield to_response(phase, result)
                 if isinstance(result, Reply):
                     return
+                for timed, seconds in timings:  # after the answer went out: off the request's critical path
+                    bound(PHASE_DURATION, timed).observe(seconds)
+                timings.clear()
         finally:
+            for timed, seconds in timings:
+                bound(PHASE_DURATION, timed).observe(seconds)
             self.gateway.finish(state)
             self.open_streams -= 1
             if not self.open_streams:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import botocore.session
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from prometheus_client import REGISTRY
 
-from extproc.gateway import Forward, Reply
-from extproc.server import METADATA_NAMESPACE, PHASES, headers_of, to_response
+from extproc.bedrock.credentials import CredentialSource
+from extproc.config import load_settings, parse_config
+from extproc.gateway import Forward, Gateway, Reply
+from extproc.keys import KeyRing, hash_key
+from extproc.server import METADATA_NAMESPACE, PHASES, Processor, headers_of, to_response
 
 
 def _headers(*pairs: tuple[str, str], raw: bool = True) -> pb.HttpHeaders:
@@ -80,3 +90,57 @@ def test_a_reply_is_an_immediate_response() -> None:
     assert immediate.status.code == 401 and immediate.body == b'{"e":1}' and immediate.details == "gateway_reply"
     assert [(o.header.key, o.header.raw_value) for o in immediate.headers.set_headers] == [
         ("content-type", b"application/json")]
+
+
+# -- Processor.Process: one ext_proc stream, message by message ------------------------------------------
+
+def _stream(*messages: pb.ProcessingRequest) -> AsyncIterator[pb.ProcessingRequest]:
+    async def iterate() -> AsyncIterator[pb.ProcessingRequest]:
+        for message in messages:
+            yield message
+    return iterate()
+
+
+def _phase_count(phase: str) -> float:
+    return REGISTRY.get_sample_value("gateway_extproc_phase_seconds_count", {"phase": phase}) or 0.0
+
+
+def test_a_stream_is_answered_phase_by_phase_timed_and_metered(tmp_path: Path) -> None:
+    key = "gwk_processor_test_key_0123456789"
+    settings = load_settings({"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": "http://127.0.0.1:8090", "AWS_REGION": "us-east-1"})
+    config = parse_config(f"consumers:\n  team:\n    key_sha256: {hash_key(key)}\n"
+                          f"usage_records: {{stdout: false, file: {tmp_path / 'usage.jsonl'}}}\n")
+    session = botocore.session.Session()
+    session.set_credentials("AKIDPROCESSORTEST0", "processor/secret")
+    credentials = CredentialSource(session=session)
+    body = json.dumps({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]})
+    answer = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "content": [{"type": "text", "text": "Hi"}],
+                         "usage": {"input_tokens": 7, "output_tokens": 2}}).encode()
+    before = {phase: _phase_count(phase) for phase in PHASES}
+
+    async def run() -> list[pb.ProcessingResponse]:
+        await credentials.refresh()
+        gateway = Gateway(settings.model_copy(update={"config": config}), KeyRing.build(config, None), credentials)
+        requests = _stream(
+            pb.ProcessingRequest(request_headers=_headers(
+                (":method", "POST"), (":path", "/v1/messages"), ("x-api-key", key), ("x-request-id", "proc-1"))),
+            pb.ProcessingRequest(request_body=pb.HttpBody(body=body.encode(), end_of_stream=True)),
+            pb.ProcessingRequest(response_headers=_headers((":status", "200"), ("content-type", "application/json"),
+                                                           ("x-amzn-requestid", "aws-1"))),
+            pb.ProcessingRequest(response_body=pb.HttpBody(body=answer, end_of_stream=True)),
+        )
+        answers = [response async for response in Processor(gateway).Process(requests, None)]  # type: ignore[arg-type]
+        await gateway.close()
+        return answers
+
+    answers = asyncio.run(run())
+    assert [a.WhichOneof("response") for a in answers] == list(PHASES[:4])
+    forwarded = answers[1].request_body.response
+    assert dict((o.header.key, o.header.raw_value) for o in forwarded.header_mutation.set_headers)[":path"] == (
+        b"/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke")
+    assert "x-api-key" in forwarded.header_mutation.remove_headers
+    assert not answers[3].response_body.response.ListFields()  # the answer goes to the client as it came
+    assert {phase: _phase_count(phase) - before[phase] for phase in PHASES[:4]} == dict.fromkeys(PHASES[:4], 1.0)
+    (record,) = [json.loads(line) for line in (tmp_path / "usage.jsonl").read_text().splitlines()]
+    assert record["request_id"] == "proc-1" and record["consumer"] == "team" and record["status"] == 200
+    assert record["tokens"] == {"input": 7, "output": 2, "cache_read": 0, "cache_write": 0}
