@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 import orjson
@@ -46,15 +45,16 @@ _STRICT = json.JSONDecoder(parse_constant=_refuse, parse_float=_finite)
 """Built once: ``json.loads`` with any option builds a new decoder on every call."""
 
 
-_LONG_NUMBER = re.compile(rb"[0-9]{20}")
-"""Twenty digits in a row: maybe an integer beyond 64 bits, which only :mod:`json` keeps exact."""
-_DIGITS = b"0123456789"
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
+"""Every ASCII digit made ``0`` and every other byte ``.``: a run of digits is then a plain substring."""
+_TWENTY_DIGITS = b"0" * 20
 
 
 def _may_hold_long_number(data: bytes) -> bool:
-    """Whether ``data`` has a run of 20 digits; counting digits first (in C, ~1 µs/KB) spares the
-    regular expression (~10 µs/KB) the common body with fewer than 20 digits in all."""
-    return len(data) - len(data.translate(None, _DIGITS)) >= 20 and _LONG_NUMBER.search(data) is not None
+    """Whether ``data`` has a run of 20 digits: maybe an integer beyond 64 bits, which only :mod:`json`
+    keeps exact. One ``translate`` and one substring search, both in C (~1 µs/KB; a regular expression
+    took ~30 ns a byte, and most answers hold 20 digits somewhere)."""
+    return _TWENTY_DIGITS in data.translate(_DIGITS_AS_ZEROS)
 
 
 def load(raw: bytes | str, what: str = "request body", param: str | None = None) -> Any:

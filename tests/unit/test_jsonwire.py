@@ -38,6 +38,9 @@ def test_integers_beyond_64_bits_stay_exact() -> None:
     body = b'{"id": 123456789012345678901234567890, "n": -18446744073709551617}'
     assert jsonwire.load(body) == {"id": 123456789012345678901234567890, "n": -18446744073709551617}
     assert jsonwire.dumps({"id": 2**70}) == b'{"id":1180591620717411303424}'
+    # The boundary: 2**64 is the first integer orjson cannot hold (20 digits), 10**19 - 1 has 19.
+    assert jsonwire.load(b'[18446744073709551616, -18446744073709551617, 9999999999999999999]') == [
+        2**64, -(2**64) - 1, 10**19 - 1]
 
 
 def test_unpaired_surrogates_are_kept_escaped() -> None:
