@@ -885,8 +885,8 @@ def _aws_secrets(text: str, long_tokens: list[tuple[int, int]]) -> list[tuple[in
     runs = (m for lo, hi in long_enough for m in _BASE64_RUN.finditer(text, lo, hi))
     for match in runs:
         start, end = match.span()
-        if end - start == 42 and start > 0 and text[start - 1] == "\\" and text[start] in _ESCAPES:
-            start += 1  # "\n" before the key in a raw JSON body
+        if end - start == _AWS_SECRET_LENGTH + 1 and start > 0 and text[start - 1] == "\\" and text[start] in _ESCAPES:
+            start += 1  # "\n" glued to the key in text that holds JSON escapes: the run starts at the "n"
         if (end - start != _AWS_SECRET_LENGTH or (end < len(text) and text[end] == "=")
                 or not _mixed(text[start:end])):
             continue

@@ -436,6 +436,9 @@ def test_secrets() -> None:
         ("api_token", "ghp_0123456789abcdefghijABCDEFGHIJ012345"),
         ("api_token", "sk_live_0123456789abcdefABCDEF12"),
     ]
+    # Text that still holds JSON escapes (a raw body, a tool result quoting one): "\n" glued to the key.
+    assert found("aws_secret_access_key:\\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY") == [
+        ("aws_secret_key", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")]
     key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----"
     assert found(f"here:\n{key}\nbye") == [("private_key", key)]
     assert found("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYI\n-----END PUBLIC KEY-----") == []
