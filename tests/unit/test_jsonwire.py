@@ -38,9 +38,10 @@ def test_integers_beyond_64_bits_stay_exact() -> None:
     body = b'{"id": 123456789012345678901234567890, "n": -18446744073709551617}'
     assert jsonwire.load(body) == {"id": 123456789012345678901234567890, "n": -18446744073709551617}
     assert jsonwire.dumps({"id": 2**70}) == b'{"id":1180591620717411303424}'
-    # The boundary: 2**64 is the first integer orjson cannot hold (20 digits), 10**19 - 1 has 19.
-    assert jsonwire.load(b'[18446744073709551616, -18446744073709551617, 9999999999999999999]') == [
-        2**64, -(2**64) - 1, 10**19 - 1]
+    # The boundaries of what orjson holds: 2**64 - 1 and -2**63 (19 digits below zero already overflow).
+    assert jsonwire.load(b'[18446744073709551616, -9223372036854775809, -9999999999999999999]') == [
+        2**64, -(2**63) - 1, -(10**19) + 1]
+    assert jsonwire.load_answer(b'{"n": -9223372036854775809}') == {"n": -(2**63) - 1}
 
 
 def test_unpaired_surrogates_are_kept_escaped() -> None:
@@ -64,6 +65,15 @@ def test_what_is_not_json_is_a_400_saying_why(body: bytes, message: str) -> None
 
 def test_an_answer_that_is_not_json_is_none() -> None:
     assert jsonwire.load_answer(b"<html>") is None
+    assert jsonwire.load_answer(b"[" * 5000 + b"]" * 5000) is None
+
+
+def test_an_answer_is_read_leniently_so_its_guardrails_and_usage_still_apply() -> None:
+    """A model may write 1e400 or NaN into a tool input: the answer is still read (and inspected, and
+    metered), as the standard library reads it."""
+    answer = jsonwire.load_answer(b'{"content": [{"type": "tool_use", "input": {"n": 1e400, "m": NaN}}],'
+                                  b' "usage": {"input_tokens": 3}}')
+    assert answer is not None and answer["usage"] == {"input_tokens": 3}
     assert jsonwire.load_answer(b'{"usage": {"input_tokens": 3}}') == {"usage": {"input_tokens": 3}}
 
 
