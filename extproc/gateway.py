@@ -45,6 +45,7 @@ log = logging.getLogger("extproc.request")
 
 EVENT_STREAM = "application/vnd.amazon.eventstream"
 BEDROCK_PARAMETER_HEADER = "x-amzn-bedrock-"
+_GUARDRAIL_HEADERS = frozenset({"x-amzn-bedrock-guardrailidentifier", "x-amzn-bedrock-guardrailversion"})
 MAX_UPSTREAM_BODY = 32 * 1024 * 1024
 """Envoy's upstream buffer (envoy.yaml); a translation that grows past it is a clear 413, not Envoy's."""
 
@@ -458,7 +459,10 @@ class Gateway:
         attached = self._guard(state).policy.bedrock_guardrail
         action = path.rsplit("/", 1)[1]
         if attached is not None and action.startswith("invoke"):
-            extra = [*(extra or []), ("x-amzn-bedrock-guardrailidentifier", attached.identifier),
+            # The policy's guardrail, never one the client names beside it (a native route passes on
+            # the client's x-amzn-bedrock-* headers).
+            extra = [*(header for header in extra or () if header[0] not in _GUARDRAIL_HEADERS),
+                     ("x-amzn-bedrock-guardrailidentifier", attached.identifier),
                      ("x-amzn-bedrock-guardrailversion", attached.version)]
         elif attached is not None and action.startswith("converse"):
             converse = jsonwire.load_object(body)

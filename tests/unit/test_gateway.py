@@ -159,3 +159,32 @@ def test_a_repeated_request_id_does_not_share_a_concurrency_lease() -> None:
     first, second, third = asyncio.run(three_at_once())  # all with x-request-id rid-1
     assert first is None and second is None
     assert isinstance(third, Reply) and third.status == 429
+
+
+def test_a_policy_guardrail_replaces_one_the_client_names_on_a_native_route() -> None:
+    """boto3's guardrailIdentifier travels as x-amzn-bedrock-* headers: with a policy that attaches its own
+    Bedrock guardrail, the client's is dropped and the policy's is sent once, signed as sent."""
+    settings = load_settings({"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": "http://127.0.0.1:8090", "AWS_REGION": "us-east-1"})
+    config = parse_config(
+        "guardrail_policies:\n  guarded:\n    bedrock_guardrail: {identifier: gr-policy, version: '3'}\n"
+        "policies:\n  default: {guardrails: guarded}\n"
+        f"consumers:\n  team:\n    key_sha256: {hash_key(KEY)}\n"
+    )
+    session = botocore.session.Session()
+    session.set_credentials("AKIDUNITTEST0000", "unit/secret")
+    credentials = CredentialSource(session=session)
+    asyncio.run(credentials.refresh())
+    gateway = Gateway(settings.model_copy(update={"config": config}), KeyRing.build(config, None), credentials)
+    state = RequestState()
+    headers = {":method": "POST", ":path": "/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke",
+               ":authority": "gw", "content-type": "application/json", "x-api-key": KEY,
+               "x-amzn-bedrock-guardrailidentifier": "gr-client", "x-amzn-bedrock-guardrailversion": "DRAFT",
+               "x-amzn-bedrock-trace": "ENABLED"}
+    assert isinstance(gateway.request_headers(state, headers, end_of_stream=False), Forward)
+    body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 8,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    result = gateway.request_body(state, body)
+    assert isinstance(result, Forward)
+    sent = [(name, value) for name, value in result.set_headers if name.startswith("x-amzn-bedrock-")]
+    assert sorted(sent) == [("x-amzn-bedrock-guardrailidentifier", "gr-policy"),
+                            ("x-amzn-bedrock-guardrailversion", "3"), ("x-amzn-bedrock-trace", "ENABLED")]
