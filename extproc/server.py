@@ -185,7 +185,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):
                         result = await asyncio.to_thread(self._decide, state, phase, request)
                     else:
                         result = self._decide(state, phase, request)
-                    decided = time.perf_counter() - started
+                    timings.append((phase, time.perf_counter() - started))
                     if state.limits is not None and phase == "request_headers" and isinstance(result, Forward):
                         result = await self.gateway.admit(state) or result
                 except GatewayError as exc:
@@ -193,8 +193,6 @@ class Processor(pb_grpc.ExternalProcessorServicer):
                 except Exception:
                     log.exception("unexpected error", extra={"request_id": state.request_id, "phase": phase})
                     result = self.gateway.reject(state, GatewayError(500, Kind.UPSTREAM, "internal gateway error"))
-                else:
-                    timings.append((phase, decided))
                 yield to_response(phase, result)
                 if isinstance(result, Reply):
                     return
@@ -202,12 +200,14 @@ class Processor(pb_grpc.ExternalProcessorServicer):
                     bound(PHASE_DURATION, timed).observe(seconds)
                 timings.clear()
         finally:
-            for timed, seconds in timings:
-                bound(PHASE_DURATION, timed).observe(seconds)
-            self.gateway.finish(state)
-            self.open_streams -= 1
-            if not self.open_streams:
-                self._all_closed.set()
+            try:
+                for timed, seconds in timings:
+                    bound(PHASE_DURATION, timed).observe(seconds)
+                self.gateway.finish(state)
+            finally:  # counted as closed even if finishing failed: shutdown must not wait for it
+                self.open_streams -= 1
+                if not self.open_streams:
+                    self._all_closed.set()
 
 
 async def serve(gateway: Gateway, listen: str, metrics_listen: str | None, grace_seconds: float,
