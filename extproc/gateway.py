@@ -177,7 +177,7 @@ class RequestState:
     """The consumer's policy (``Gateway._policy``), once it has been looked up."""
     limits: Limits | None = None
     """The consumer's limits, when this request must pass them before going upstream."""
-    limit_id: str = field(default_factory=lambda: _new_limit_id())
+    limit_id: str = field(default_factory=_new_limit_id)
     """This request in the limits store (its concurrency lease, its charges): ours, never the client's
     ``x-request-id``, which a client may repeat to share one lease among many requests."""
     upstream_error: str | None = None

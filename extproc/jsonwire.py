@@ -58,15 +58,25 @@ def _may_hold_long_number(data: bytes) -> bool:
     return _LONG_RUN in data.translate(_DIGITS_AS_ZEROS)
 
 
+_UNDECIDED = object()
+
+
+def _by_orjson(data: bytes) -> Any:
+    """orjson's value for ``data``, or ``_UNDECIDED`` where the standard library decides (module docstring)."""
+    if _may_hold_long_number(data):
+        return _UNDECIDED
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _UNDECIDED
+
+
 def load(raw: bytes | str, what: str = "request body", param: str | None = None) -> Any:
     """Parse JSON or raise a 400 saying which document was not valid."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if not _may_hold_long_number(data):
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass  # the standard library decides: its value, or its error message
-    try:
+    if (value := _by_orjson(data)) is not _UNDECIDED:
+        return value
+    try:  # the standard library decides: its value, or its error message
         text = data.decode(json.detect_encoding(data), "surrogatepass")
         return _STRICT.decode(text)
     except RecursionError:
@@ -86,11 +96,8 @@ def load_answer(raw: bytes) -> Any:
     """An upstream answer parsed leniently (``NaN`` and ``1e400`` included, as the standard library reads
     them, so answer guardrails and usage never skip an answer that is JSON): None when it is not JSON
     (usage then comes from headers or is zero)."""
-    if not _may_hold_long_number(raw):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
+    if (value := _by_orjson(raw)) is not _UNDECIDED:
+        return value
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
