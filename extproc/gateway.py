@@ -186,6 +186,8 @@ class RequestState:
     """The request as the model reads it (after redaction), kept only when the consumer is audited."""
     audit_answer: list[bytes] | None = None
     """What the client received, kept only when the consumer is audited."""
+    in_flight: bool = False
+    """Counted in the in-flight gauge (from its headers until its stream closes)."""
     finished: bool = False
 
 
@@ -637,11 +639,15 @@ class Gateway:
         status, headers, body = error.render(state.route.api)
         return Reply(status, headers, body, metadata=_who(state))
 
+    def closed(self, state: RequestState) -> None:
+        """The request's ext_proc stream closed; :meth:`finish` may follow later (``server.py`` batches it)."""
+        self.meter.closed(state)
+
     def finish(self, state: RequestState) -> None:
         """Meter, record and charge a request exactly once, however it ended.
 
-        The server calls this when the request's ext_proc stream closes, after
-        the last answer went to Envoy, so the record costs the client nothing.
+        The server calls this after the request's ext_proc stream closed (see
+        ``server.FINISH_BATCH_SECONDS``), so the record costs the client nothing.
         """
         if state.finished or not state.request_id:
             return

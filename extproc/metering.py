@@ -45,6 +45,13 @@ class Meter:
 
     def opened(self, state: RequestState) -> None:
         metrics.bound(metrics.IN_FLIGHT, state.route.label).inc()
+        state.in_flight = True
+
+    def closed(self, state: RequestState) -> None:
+        """The request's stream ended: it leaves the in-flight gauge now, even if it is metered later."""
+        if state.in_flight:
+            state.in_flight = False
+            metrics.bound(metrics.IN_FLIGHT, state.route.label).dec()
 
     def keep_answer(self, state: RequestState, chunk: bytes) -> None:
         """Collect what the client receives, up to the audit cap (only for audited consumers)."""
@@ -72,7 +79,7 @@ class Meter:
         cost = usage.cost_usd(state.model.entry.prices) if state.model else 0.0
         duration = now - state.started
 
-        metrics.bound(metrics.IN_FLIGHT, route).dec()
+        self.closed(state)
         metrics.bound(metrics.REQUESTS, consumer, route, model, f"{status // 100}xx").inc()
         for token_type, count in usage.as_dict().items():
             if count:

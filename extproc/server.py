@@ -41,6 +41,16 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 OFFLOAD_BYTES = 256 * 1024
 """Request bodies above this are handled on a worker thread, with a longer message timeout."""
 
+FINISH_BATCH_SECONDS = 0.05
+"""How long a finished request waits to be metered and recorded together with the others finished meanwhile.
+
+Run the moment its stream closed, a request's ``finish`` (metrics, usage record, usage
+totals, phase timings) ran just as the client's next request arrived, and ran cold,
+one request at a time between gRPC's own work. Batched, it runs between requests and
+warm: in one interleaved run of the bench's set-ups (5 rounds of 4 s) the gateway's added
+latency over Envoy alone fell by 4% at concurrency 1 and at 16, against finishing at once. Records already reach their file up
+to ``records.FLUSH_SECONDS`` late; this adds at most this much, to them and to the metrics."""
+
 _MORE_TIME = pb.ProcessingResponse(override_message_timeout=Duration(seconds=60))
 """Envoy caps it at ``max_message_timeout`` in envoy.yaml."""
 
@@ -130,12 +140,55 @@ def to_response(phase: str, result: Forward | Reply) -> pb.ProcessingResponse:
     return response
 
 
+Timings = list[tuple[str, float]]
+"""A stream's phase durations, to be observed when it is finished."""
+
+
 class Processor(pb_grpc.ExternalProcessorServicer):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.open_streams = 0
         self._all_closed = asyncio.Event()
         self._all_closed.set()
+        self._finished: list[tuple[RequestState, Timings]] = []
+        self._batch: asyncio.TimerHandle | None = None
+
+    def _finish(self, state: RequestState, timings: Timings) -> None:
+        """Meter, record and charge a closed stream, now or with the next batch.
+
+        A request under limits is settled at once: the consumer's next request,
+        which may come a millisecond later, must be admitted against its charge
+        and without its concurrency lease. Everything else waits for the batch.
+        """
+        self.gateway.closed(state)
+        if state.limits is not None:
+            self._observe(timings)
+            self.gateway.finish(state)
+            return
+        self._finished.append((state, timings))
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().call_later(FINISH_BATCH_SECONDS, self.finish_batch)
+
+    def finish_batch(self) -> None:
+        """Finish every request queued by :meth:`_finish` (the timer's job; shutdown calls it last).
+
+        One request whose finishing fails is logged and does not cost the others their records.
+        """
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
+        batch, self._finished = self._finished, []
+        for state, timings in batch:
+            try:
+                self._observe(timings)
+                self.gateway.finish(state)
+            except Exception:
+                log.exception("finishing a request failed", extra={"request_id": state.request_id})
+
+    @staticmethod
+    def _observe(timings: Timings) -> None:
+        for phase, seconds in timings:
+            bound(PHASE_DURATION, phase).observe(seconds)
 
     async def wait_closed(self, timeout: float) -> None:
         """Until every stream has run its ``finally`` (its usage record and charge), or ``timeout``.
@@ -168,7 +221,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
         state = RequestState()
-        timings: list[tuple[str, float]] = []  # the phase durations not yet observed
+        timings: Timings = []
         self.open_streams += 1
         self._all_closed.clear()
         try:
@@ -196,14 +249,9 @@ class Processor(pb_grpc.ExternalProcessorServicer):
                 yield to_response(phase, result)
                 if isinstance(result, Reply):
                     return
-                for timed, seconds in timings:  # after the answer went out: off the request's critical path
-                    bound(PHASE_DURATION, timed).observe(seconds)
-                timings.clear()
         finally:
             try:
-                for timed, seconds in timings:
-                    bound(PHASE_DURATION, timed).observe(seconds)
-                self.gateway.finish(state)
+                self._finish(state, timings)
             finally:  # counted as closed even if finishing failed: shutdown must not wait for it
                 self.open_streams -= 1
                 if not self.open_streams:
@@ -267,6 +315,7 @@ async def serve(gateway: Gateway, listen: str, metrics_listen: str | None, grace
     await asyncio.sleep(delay)
     await server.stop(grace_seconds)
     await processor.wait_closed(timeout=5)
+    processor.finish_batch()
     if admin:
         await admin.stop()
     await gateway.close()

@@ -18,7 +18,7 @@ from extproc.bedrock.credentials import CredentialSource
 from extproc.config import load_settings, parse_config
 from extproc.gateway import Forward, Gateway, Reply
 from extproc.keys import KeyRing, hash_key
-from extproc.server import METADATA_NAMESPACE, PHASES, Processor, headers_of, to_response
+from extproc.server import FINISH_BATCH_SECONDS, METADATA_NAMESPACE, PHASES, Processor, headers_of, to_response
 
 
 def _headers(*pairs: tuple[str, str], raw: bool = True) -> pb.HttpHeaders:
@@ -105,42 +105,133 @@ def _phase_count(phase: str) -> float:
     return REGISTRY.get_sample_value("gateway_extproc_phase_seconds_count", {"phase": phase}) or 0.0
 
 
-def test_a_stream_is_answered_phase_by_phase_timed_and_metered(tmp_path: Path) -> None:
-    key = "gwk_processor_test_key_0123456789"
+def _gateway(tmp_path: Path, key: str, policy: str = "") -> Gateway:
+    """A Gateway with one consumer (``key``), records to ``tmp_path/usage.jsonl``; call inside a running loop."""
     settings = load_settings({"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": "http://127.0.0.1:8090", "AWS_REGION": "us-east-1"})
-    config = parse_config(f"consumers:\n  team:\n    key_sha256: {hash_key(key)}\n"
+    config = parse_config(f"consumers:\n  team:\n    key_sha256: {hash_key(key)}\n{policy}"
                           f"usage_records: {{stdout: false, file: {tmp_path / 'usage.jsonl'}}}\n")
     session = botocore.session.Session()
     session.set_credentials("AKIDPROCESSORTEST0", "processor/secret")
-    credentials = CredentialSource(session=session)
+    return Gateway(settings.model_copy(update={"config": config}), KeyRing.build(config, None),
+                   CredentialSource(session=session))
+
+
+_ANSWER = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "content": [{"type": "text", "text": "Hi"}],
+                      "usage": {"input_tokens": 7, "output_tokens": 2}}).encode()
+
+
+def _messages_stream(key: str, request_id: str) -> AsyncIterator[pb.ProcessingRequest]:
+    """One non-streaming /v1/messages request as Envoy sends it, phase by phase."""
     body = json.dumps({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]})
-    answer = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "content": [{"type": "text", "text": "Hi"}],
-                         "usage": {"input_tokens": 7, "output_tokens": 2}}).encode()
+    return _stream(
+        pb.ProcessingRequest(request_headers=_headers(
+            (":method", "POST"), (":path", "/v1/messages"), ("x-api-key", key), ("x-request-id", request_id))),
+        pb.ProcessingRequest(request_body=pb.HttpBody(body=body.encode(), end_of_stream=True)),
+        pb.ProcessingRequest(response_headers=_headers((":status", "200"), ("content-type", "application/json"),
+                                                       ("x-amzn-requestid", "aws-1"))),
+        pb.ProcessingRequest(response_body=pb.HttpBody(body=_ANSWER, end_of_stream=True)),
+    )
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _records(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "usage.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_stream_is_answered_phase_by_phase_then_timed_and_metered_in_a_batch(tmp_path: Path) -> None:
+    key = "gwk_processor_test_key_0123456789"
     before = {phase: _phase_count(phase) for phase in PHASES}
+    requests_before = _sample("gateway_requests_total", consumer="team", route="anthropic_messages",
+                              model="haiku", status_class="2xx")
+    in_flight_before = _sample("gateway_in_flight_requests", route="anthropic_messages")  # other tests leave some
 
-    async def run() -> list[pb.ProcessingResponse]:
-        await credentials.refresh()
-        gateway = Gateway(settings.model_copy(update={"config": config}), KeyRing.build(config, None), credentials)
-        requests = _stream(
-            pb.ProcessingRequest(request_headers=_headers(
-                (":method", "POST"), (":path", "/v1/messages"), ("x-api-key", key), ("x-request-id", "proc-1"))),
-            pb.ProcessingRequest(request_body=pb.HttpBody(body=body.encode(), end_of_stream=True)),
-            pb.ProcessingRequest(response_headers=_headers((":status", "200"), ("content-type", "application/json"),
-                                                           ("x-amzn-requestid", "aws-1"))),
-            pb.ProcessingRequest(response_body=pb.HttpBody(body=answer, end_of_stream=True)),
-        )
-        answers = [response async for response in Processor(gateway).Process(requests, None)]  # type: ignore[arg-type]
+    async def run() -> tuple[list[pb.ProcessingResponse], dict[str, float], dict[str, float]]:
+        gateway = _gateway(tmp_path, key)
+        await gateway.credentials.refresh()
+        processor = Processor(gateway)
+        answers = [response async for response in processor.Process(_messages_stream(key, "proc-1"), None)]  # type: ignore[arg-type]
+        at_close = {"in_flight": _sample("gateway_in_flight_requests", route="anthropic_messages"),
+                    "requests": _sample("gateway_requests_total", consumer="team", route="anthropic_messages",
+                                        model="haiku", status_class="2xx"),
+                    "phases": sum(_phase_count(phase) - before[phase] for phase in PHASES)}
+        await asyncio.sleep(FINISH_BATCH_SECONDS + 0.1)  # the batch's timer fires on its own
+        after_batch = {"requests": _sample("gateway_requests_total", consumer="team", route="anthropic_messages",
+                                           model="haiku", status_class="2xx")}
         await gateway.close()
-        return answers
+        return answers, at_close, after_batch
 
-    answers = asyncio.run(run())
+    answers, at_close, after_batch = asyncio.run(run())
     assert [a.WhichOneof("response") for a in answers] == list(PHASES[:4])
     forwarded = answers[1].request_body.response
     assert dict((o.header.key, o.header.raw_value) for o in forwarded.header_mutation.set_headers)[":path"] == (
         b"/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke")
     assert "x-api-key" in forwarded.header_mutation.remove_headers
     assert not answers[3].response_body.response.ListFields()  # the answer goes to the client as it came
+    # When the stream closed, the request had left the in-flight gauge, but was not metered yet ...
+    assert at_close == {"in_flight": in_flight_before, "requests": requests_before, "phases": 0.0}
+    # ... the batch metered it once, timed each phase once, and wrote its record.
+    assert after_batch["requests"] == requests_before + 1
     assert {phase: _phase_count(phase) - before[phase] for phase in PHASES[:4]} == dict.fromkeys(PHASES[:4], 1.0)
-    (record,) = [json.loads(line) for line in (tmp_path / "usage.jsonl").read_text().splitlines()]
+    (record,) = _records(tmp_path)
     assert record["request_id"] == "proc-1" and record["consumer"] == "team" and record["status"] == 200
     assert record["tokens"] == {"input": 7, "output": 2, "cache_read": 0, "cache_write": 0}
+
+
+def test_a_request_under_limits_is_settled_when_its_stream_closes(tmp_path: Path) -> None:
+    """Its consumer's next request may come at once: it must find the lease free and the charge made."""
+    key = "gwk_processor_limited_key_0123456789"
+    policy = "policies:\n  default:\n    limits: {concurrent_requests: 1, tokens_per_minute: 1000}\n"
+
+    def counted() -> float:
+        return _sample("gateway_requests_total", consumer="team", route="anthropic_messages", model="haiku",
+                       status_class="2xx")
+
+    async def run() -> tuple[list[str], float, bool]:
+        gateway = _gateway(tmp_path, key, policy)
+        await gateway.credentials.refresh()
+        processor = Processor(gateway)
+        before = counted()
+        last_phases = []
+        for n in range(2):  # back to back: with its lease still held, the second would be a 429
+            answers = [a async for a in processor.Process(_messages_stream(key, f"lim-{n}"), None)]  # type: ignore[arg-type]
+            last_phases.append(answers[-1].WhichOneof("response"))
+        metered_at_once = counted() - before
+        queued = bool(processor._finished)
+        await gateway.close()
+        return last_phases, metered_at_once, queued
+
+    last_phases, metered_at_once, queued = asyncio.run(run())
+    assert last_phases == ["response_body", "response_body"]  # both answered, neither refused
+    assert metered_at_once == 2 and not queued
+    assert [r["request_id"] for r in _records(tmp_path)] == ["lim-0", "lim-1"]
+
+
+def test_one_request_failing_to_finish_costs_the_batch_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    key = "gwk_processor_batch_key_0123456789"
+
+    async def run() -> list[dict]:
+        gateway = _gateway(tmp_path, key)
+        await gateway.credentials.refresh()
+        processor = Processor(gateway)
+        finish = gateway.finish
+
+        def failing_for_one(state: object) -> None:
+            if getattr(state, "request_id", "") == "bad":
+                raise RuntimeError("finishing broke")
+            finish(state)  # type: ignore[arg-type]
+
+        gateway.finish = failing_for_one  # type: ignore[method-assign]
+        for request_id in ("ok-1", "bad", "ok-2"):
+            _ = [a async for a in processor.Process(_messages_stream(key, request_id), None)]  # type: ignore[arg-type]
+        processor.finish_batch()  # what shutdown calls last, without waiting for the timer
+        assert not processor._finished and processor._batch is None
+        await gateway.close()
+        return _records(tmp_path)
+
+    records = asyncio.run(run())
+    assert [r["request_id"] for r in records] == ["ok-1", "ok-2"]
+    assert "finishing a request failed" in caplog.text
