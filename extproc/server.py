@@ -47,9 +47,10 @@ FINISH_BATCH_SECONDS = 0.05
 Run the moment its stream closed, a request's ``finish`` (metrics, usage record, usage
 totals, phase timings) ran just as the client's next request arrived, and ran cold,
 one request at a time between gRPC's own work. Batched, it runs between requests and
-warm: in one interleaved run of the bench's set-ups (5 rounds of 4 s) the gateway's added
-latency over Envoy alone fell by 4% at concurrency 1 and at 16, against finishing at once. Records already reach their file up
-to ``records.FLUSH_SECONDS`` late; this adds at most this much, to them and to the metrics."""
+warm: in one interleaved run of the bench's set-ups (5 rounds of 4 s), against finishing
+at once, the gateway's added latency over Envoy alone fell by 4% at concurrency 1 and at
+16. Records already reach their file up to ``records.FLUSH_SECONDS`` late; this adds at
+most this much, to them and to the metrics."""
 
 _MORE_TIME = pb.ProcessingResponse(override_message_timeout=Duration(seconds=60))
 """Envoy caps it at ``max_message_timeout`` in envoy.yaml."""
@@ -191,7 +192,7 @@ class Processor(pb_grpc.ExternalProcessorServicer):
             bound(PHASE_DURATION, phase).observe(seconds)
 
     async def wait_closed(self, timeout: float) -> None:
-        """Until every stream has run its ``finally`` (its usage record and charge), or ``timeout``.
+        """Until every stream has run its ``finally`` (finished, or queued for :meth:`finish_batch`), or ``timeout``.
 
         ``server.stop(grace)`` cancels what is still running when the grace ends and
         returns before the cancelled handlers have finished: their records must still
