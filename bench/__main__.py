@@ -103,6 +103,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, metavar="RESULTS_JSON",
                         help="run nothing: print the tables of a saved results.json from its raw runs "
                              "(and refresh the cells and summaries it holds)")
+    parser.add_argument("--floor", action="store_true",
+                        help="with the part messages: also (m), Envoy with bench/minimal_extproc.py, the least work "
+                             "any Bedrock gateway's ext_proc must do in Python, and its added latency against (b)'s")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (under a minute): 1 round, wrk runs of 1 s, 30 streams per TTFT cell, "
                              "CPU runs of 1 s, 3 repetitions of the guardrail timings, metering's small sizes")
@@ -237,7 +240,7 @@ def measure_wrk(all_setups: list[Setup], apis: list[str], concurrency: list[int]
     scripts = workdir / "wrk"
     scripts.mkdir(parents=True, exist_ok=True)
     for api in apis:
-        for setup in all_setups:
+        for setup in (s for s in all_setups if api in s.apis):
             _progress(f"warm-up {api} {setup.label}: {warmup}s at concurrency {max(concurrency)}")
             wrk.run(wrk_bin, setup.url, setup.request(PLAIN[api]), max(concurrency), warmup,
                     scripts / f"warmup-{api}-{setup.key}.lua")
@@ -245,7 +248,7 @@ def measure_wrk(all_setups: list[Setup], apis: list[str], concurrency: list[int]
     for n in concurrency:
         for round_no in range(1, rounds + 1):
             for api in apis:
-                for setup in all_setups:
+                for setup in (s for s in all_setups if api in s.apis):
                     script = scripts / f"{api}-c{n}-r{round_no}-{setup.key}.lua"
                     try:
                         result = wrk.run(wrk_bin, setup.url, setup.request(PLAIN[api]), n, seconds, script)
@@ -298,7 +301,7 @@ def measure_ttft(all_setups: list[Setup], apis: list[str], concurrency: list[int
                  requests: int) -> list[TtftRun]:
     warmup = max(10, requests // 10)
     for api in apis:
-        for setup in all_setups:
+        for setup in (s for s in all_setups if api in s.apis):
             _progress(f"warm-up streaming {api} {setup.label}: {warmup} requests at concurrency {max(concurrency)}")
             try:
                 streaming.ttft_run(setup.url, setup.request(STREAM[api]), streaming.reader_for(setup.key, api),
@@ -427,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     if wrk_apis or guard_latency:
         wrk.ensure_wrk()  # before starting anything: a missing wrk should cost nothing
     keys = COMPARED if set(args.parts) & {"messages", "chat", "ttft", "cpu"} else ""
-    keys = "".join(sorted(set(keys + ("cd" if guard_latency else ""))))
+    floor = args.floor and MESSAGES in wrk_apis
+    keys = "".join(sorted(set(keys + ("cd" if guard_latency else "") + ("m" if floor else ""))))
     workloads = [PLAIN[api] for api in wrk_apis]
     workloads += [STREAM[api] for api in APIS] if "ttft" in args.parts else []
     workloads += [STREAM_LONG[api] for api in APIS] if "cpu" in args.parts else []
@@ -465,8 +469,12 @@ def main(argv: list[str] | None = None) -> int:
                     check_guardrails(*guarded)
                     _progress("(c) and (d) give the emulator the same for each prompt; (c) refuses a card number, "
                               "(d) lets it through")
+                minimal = [s for s in all_setups if s.key == "m"]
+                if minimal:
+                    check([*compared, *minimal], [PLAIN[MESSAGES]])
+                    _progress("(m) answers messages and gives the emulator what (c) gives it")
                 if wrk_apis:
-                    runs = measure_wrk(compared, wrk_apis, args.concurrency, args.rounds, args.duration,
+                    runs = measure_wrk([*compared, *minimal], wrk_apis, args.concurrency, args.rounds, args.duration,
                                        args.warmup, workdir)
                 if "ttft" in args.parts:
                     ttft_runs = measure_ttft(compared, list(APIS), args.ttft_concurrency, args.rounds,

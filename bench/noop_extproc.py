@@ -73,8 +73,8 @@ class NoopProcessor(pb_grpc.ExternalProcessorServicer):
             yield response
 
 
-async def serve(listen: str) -> None:
-    """Serve until SIGTERM/SIGINT."""
+async def serve(listen: str, processor: pb_grpc.ExternalProcessorServicer | None = None) -> None:
+    """Serve ``processor`` (the no-op by default) until SIGTERM/SIGINT, on the server the gateway uses."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -82,13 +82,13 @@ async def serve(listen: str) -> None:
             ("grpc.so_reuseport", 0),
         ]
     )
-    pb_grpc.add_ExternalProcessorServicer_to_server(NoopProcessor(), server)
+    pb_grpc.add_ExternalProcessorServicer_to_server(processor or NoopProcessor(), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     server.add_insecure_port(listen)
     await server.start()
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    log.info("no-op ext_proc serving on %s", listen)
+    log.info("%s serving on %s", type(processor or NoopProcessor()).__name__, listen)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -97,7 +97,7 @@ async def serve(listen: str) -> None:
     await stop.wait()
     await health.enter_graceful_shutdown()
     await server.stop(1.0)
-    log.info("no-op ext_proc stopped")
+    log.info("ext_proc on %s stopped", listen)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -131,6 +131,8 @@ def summary(table: list[Cell]) -> list[dict[str, Any]]:
             "gateway_over_noop_throughput": c.requests_per_s / b.requests_per_s,
             "added_latency_ratio": _ratio(gateway_added, noop_added),
             "target": TARGET,
+            **({"minimal_added_p50_ms": by["m"].p50_ms - a.p50_ms,
+                "minimal_added_latency_ratio": _ratio(by["m"].p50_ms - a.p50_ms, noop_added)} if "m" in by else {}),
         })
     return out
 
@@ -156,6 +158,10 @@ def markdown(table: list[Cell], overheads: list[dict[str, Any]]) -> str:
     for s in overheads:
         lines.append(f"- {API_LABELS[s['api']]}, concurrency {s['concurrency']}: gateway added latency / "
                      f"no-op ext_proc added latency = {_verdict(s['added_latency_ratio'])}")
+    for s in (s for s in overheads if "minimal_added_latency_ratio" in s):
+        ratio = s["minimal_added_latency_ratio"]
+        lines.append(f"- {API_LABELS[s['api']]}, concurrency {s['concurrency']}, the floor: (m) minimal ext_proc added "
+                     f"latency / no-op ext_proc added latency = {'n/a' if ratio is None else f'{ratio:.2f}'}")
     return "\n".join(lines)
 
 

@@ -14,7 +14,9 @@ decides what each Envoy (and gateway) runs:
 (c) the real stack, with a keys file holding one freshly minted key;
 (d) only for the guardrail-latency part: the real gateway again (its own Envoy and
     extproc, (c)'s emulator), its configuration the built-in one but for
-    ``guardrail_policies.default`` with no detectors: guardrails off.
+    ``guardrail_policies.default`` with no detectors: guardrails off;
+(m) only with ``--floor``: envoy.yaml with the ports changed, its extproc cluster pointing at
+    :mod:`bench.minimal_extproc` (the least work any such gateway must do), against (c)'s emulator.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import yaml
 from devstack import EMULATOR_ACCESS_KEY_ID, EMULATOR_SECRET_ACCESS_KEY, Ports, Stack, envoy_config
 from extproc.keys import mint_key
 
-from .payload import HttpRequest, Workload
+from .minimal_extproc import KEY_VARIABLE
+from .payload import APIS, MESSAGES, HttpRequest, Workload
 
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 GUARDRAILS_OFF = {"guardrail_policies": {"default": {"detectors": {}}}}
@@ -46,6 +49,8 @@ class Setup:
     stack: Stack
     request: Callable[[Workload], HttpRequest]
     """What this set-up's client sends for a workload; made anew for each run (signatures expire)."""
+    apis: frozenset[str] = frozenset(APIS)
+    """The APIs it serves (the minimal ext_proc of (m) serves only Anthropic messages)."""
 
     @property
     def url(self) -> str:
@@ -135,17 +140,19 @@ def start_gateway(workdir: Path, cleanup: contextlib.ExitStack) -> Setup:
     return Setup("c", "(c) gateway", stack, lambda workload: workload.gateway_request(api_key))
 
 
+def _emulator_env(emulator_url: str) -> dict[str, str | None]:
+    """What Stack gives an extproc whose emulator it starts itself (see Stack.extproc_env), for (c)'s emulator."""
+    return {"AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator_url,
+            "AWS_ACCESS_KEY_ID": EMULATOR_ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": EMULATOR_SECRET_ACCESS_KEY,
+            "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None}
+
+
 def start_unguarded(workdir: Path, emulator_url: str, cleanup: contextlib.ExitStack) -> Setup:
     """(d): the gateway as (c), against (c)'s emulator, with :data:`GUARDRAILS_OFF` as its configuration."""
     api_key, keys_file = _keys_file(workdir)
     config = workdir / "gateway.yaml"
     config.write_text(yaml.safe_dump(GUARDRAILS_OFF, sort_keys=False))
-    env: dict[str, str | None] = {
-        "GATEWAY_KEYS_FILE": str(keys_file), "GATEWAY_CONFIG": str(config),
-        # What Stack gives an extproc whose emulator it starts itself (see Stack.extproc_env).
-        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator_url, "AWS_ACCESS_KEY_ID": EMULATOR_ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": EMULATOR_SECRET_ACCESS_KEY, "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None,
-    }
+    env = {"GATEWAY_KEYS_FILE": str(keys_file), "GATEWAY_CONFIG": str(config), **_emulator_env(emulator_url)}
     stack = Stack(workdir=workdir, ports=Ports.free(), env=env, with_emulator=False)
     cleanup.callback(stack.stop)
     stack.start()
@@ -163,6 +170,22 @@ def start_noop(workdir: Path, emulator_authority: str, cleanup: contextlib.ExitS
     return Setup("b", "(b) envoy + no-op ext_proc", stack, lambda workload: workload.signed(emulator_authority))
 
 
+def start_minimal(workdir: Path, emulator_url: str, cleanup: contextlib.ExitStack) -> Setup:
+    """(m), with ``--floor``: envoy.yaml (ports only changed) with :mod:`bench.minimal_extproc`, against (c)'s
+    emulator."""
+    api_key = mint_key()
+    stack = Stack(workdir=workdir, ports=Ports.free(), with_emulator=False)
+    env = {KEY_VARIABLE: api_key, "GATEWAY_CONFIG": None, **_emulator_env(emulator_url)}
+    with _starting(stack, "(m)", cleanup):
+        stack.spawn("noop-extproc",  # the name Setup.pid looks for: the process in the ext_proc's place
+                    [sys.executable, "-m", "bench.minimal_extproc", "--listen", f"127.0.0.1:{stack.ports.extproc}"],
+                    env=env)
+        stack.start_envoy()
+        stack.wait_healthy()
+    return Setup("m", "(m) envoy + minimal ext_proc", stack, lambda workload: workload.gateway_request(api_key),
+                 frozenset({MESSAGES}))
+
+
 def start_direct(workdir: Path, emulator_authority: str, cleanup: contextlib.ExitStack) -> Setup:
     """(a): envoy.yaml without the ext_proc filter, straight to the emulator."""
     stack = Stack(workdir=workdir, ports=Ports.free(), with_emulator=False)
@@ -174,10 +197,10 @@ def start_direct(workdir: Path, emulator_authority: str, cleanup: contextlib.Exi
 
 @contextlib.contextmanager
 def running(workdir: Path, keys: str = "abc") -> Iterator[list[Setup]]:
-    """Start (c), then those of (d), (b) and (a) in ``keys`` against (c)'s emulator; stop them all on the way
-    out, however it goes. The set-ups come in the order a, b, c, d.
+    """Start (c), then those of (d), (b), (a) and (m) in ``keys`` against (c)'s emulator; stop them all on the
+    way out, however it goes. The set-ups come in the order a, b, c, d, m.
 
-    Stops run in reverse: (a), (b), (d), then (c), whose emulator the others use.
+    Stops run in reverse: (m), (a), (b), (d), then (c), whose emulator the others use.
     """
     with contextlib.ExitStack() as cleanup:
         gateway = start_gateway(workdir / "c-gateway", cleanup)
@@ -189,4 +212,6 @@ def running(workdir: Path, keys: str = "abc") -> Iterator[list[Setup]]:
             started["b"] = start_noop(workdir / "b-noop", emulator, cleanup)
         if "a" in keys:
             started["a"] = start_direct(workdir / "a-direct", emulator, cleanup)
+        if "m" in keys:
+            started["m"] = start_minimal(workdir / "m-minimal", gateway.stack.emulator_url, cleanup)
         yield [started[k] for k in sorted(started)]

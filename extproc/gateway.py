@@ -67,7 +67,7 @@ class StreamTranslator(Protocol):
 # (API keys, cookies, client SigV4 and x-amz-* headers, custom headers that
 # might carry a credential): an allowlist cannot miss a new credential header.
 # x-forwarded-proto stays: Envoy's route match needs it after the route cache is cleared.
-_FORWARDED_HEADERS = frozenset({"user-agent", "x-request-id", "x-forwarded-proto"})
+FORWARDED_HEADERS = frozenset({"user-agent", "x-request-id", "x-forwarded-proto"})
 
 
 @dataclass(slots=True)
@@ -355,14 +355,14 @@ class Gateway:
         request = anthropic_invoke.parse_request(body)
         model = self._claude_for(state, request.model)
         operation = "invoke-with-response-stream" if request.stream else "invoke"
-        return self._to_bedrock(state, _model_path(model.bedrock_id, operation), self._invoke_body(state, request))
+        return self._to_bedrock(state, model_path(model.bedrock_id, operation), self._invoke_body(state, request))
 
     def _anthropic_count_tokens(self, state: RequestState, body: dict[str, Any]) -> Forward:
         """Bedrock's CountTokens takes base model IDs, not inference profiles: map them."""
         request = anthropic_invoke.parse_request(body, count_only=True)
         model = self._claude_for(state, request.model)
         upstream = anthropic_invoke.count_tokens_body(self._invoke_body(state, request))
-        return self._to_bedrock(state, _model_path(model.entry.base_id or model.bedrock_id, "count-tokens"), upstream)
+        return self._to_bedrock(state, model_path(model.entry.base_id or model.bedrock_id, "count-tokens"), upstream)
 
     def _claude_for(self, state: RequestState, name: str) -> Model:
         model = self._model_for(state, name)
@@ -395,7 +395,7 @@ class Gateway:
             body = jsonwire.dumps(parsed)
         # Bedrock's own request parameters (guardrail, trace, latency, service tier…) travel as headers.
         extra = [(name, value) for name, value in state.headers.items() if name.startswith(BEDROCK_PARAMETER_HEADER)]
-        return self._to_bedrock(state, _model_path(target, route.action), body, body_changed=changed, extra=extra)
+        return self._to_bedrock(state, model_path(target, route.action), body, body_changed=changed, extra=extra)
 
     def _models(self, state: RequestState, headers: dict[str, str]) -> Reply:
         """The list, or one model (any catalogue name finds it), of those this key may use."""
@@ -426,7 +426,7 @@ class Gateway:
         upstream_body = openai_converse.to_converse_body(request, max_temperature=model.entry.max_temperature)
         state.chat_request = openai_converse.for_answer(request)
         operation = "converse-stream" if request.stream else "converse"
-        return self._to_bedrock(state, _model_path(model.bedrock_id, operation), upstream_body)
+        return self._to_bedrock(state, model_path(model.bedrock_id, operation), upstream_body)
 
     def _policy(self, state: RequestState) -> Policy:
         """The consumer's policy, looked up once per request (every phase asks; a reload mid-request
@@ -496,7 +496,7 @@ class Gateway:
         remove = [
             name
             for name in state.headers
-            if not name.startswith(":") and name not in _FORWARDED_HEADERS and name not in replaced
+            if not name.startswith(":") and name not in FORWARDED_HEADERS and name not in replaced
         ]
         state.upstream_started = time.monotonic()
         return Forward(set_headers=set_headers, remove_headers=remove, body=body if body_changed else None,
@@ -674,7 +674,7 @@ def _restart_only(settings: Settings) -> tuple[object, ...]:
 
 
 @lru_cache(maxsize=1024)
-def _model_path(model_id: str, action: str) -> str:
+def model_path(model_id: str, action: str) -> str:
     """``/model/{id}/{action}`` with the ID encoded once (``:`` → ``%3A``), as boto3 sends it."""
     return f"/model/{quote(model_id, safe='')}/{action}"
 
