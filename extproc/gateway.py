@@ -175,6 +175,8 @@ class RequestState:
     """Claude Code's ``x-claude-code-session-id``, for logs."""
     policy: Policy | None = None
     """The consumer's policy (``Gateway._policy``), once it has been looked up."""
+    guard: Guard | None = None
+    """The guardrail policy the consumer's policy names, looked up with it (one configuration for both)."""
     limits: Limits | None = None
     """The consumer's limits, when this request must pass them before going upstream."""
     limit_id: str = field(default_factory=_new_limit_id)
@@ -349,7 +351,10 @@ class Gateway:
                           action.action).inc()
 
     def _guard(self, state: RequestState) -> Guard:
-        return self.guards[self._policy(state).guardrails]
+        if state.guard is None:
+            self._policy(state)
+        assert state.guard is not None
+        return state.guard
 
     def _anthropic_messages(self, state: RequestState, body: dict[str, Any]) -> Forward:
         request = anthropic_invoke.parse_request(body)
@@ -429,11 +434,17 @@ class Gateway:
         return self._to_bedrock(state, model_path(model.bedrock_id, operation), upstream_body)
 
     def _policy(self, state: RequestState) -> Policy:
-        """The consumer's policy, looked up once per request (every phase asks; a reload mid-request
-        then cannot change it halfway)."""
+        """The consumer's policy and its guardrail policy, looked up once per request, together.
+
+        Every phase asks; a reload mid-request then changes neither halfway, and cannot
+        leave the request with a policy from one configuration and guards from another
+        (a guardrail policy the reload renamed would be missing).
+        """
         if state.policy is None:
-            consumer = self.settings.config.consumers.get(state.consumer or "")
-            state.policy = self.settings.config.policies[consumer.policy if consumer else "default"]
+            config, guards = self.settings.config, self.guards  # one configuration: _apply runs on this loop
+            consumer = config.consumers.get(state.consumer or "")
+            state.policy = config.policies[consumer.policy if consumer else "default"]
+            state.guard = guards[state.policy.guardrails]
         return state.policy
 
     def _visible_models(self, state: RequestState) -> list[Model]:

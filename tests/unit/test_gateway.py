@@ -188,3 +188,27 @@ def test_a_policy_guardrail_replaces_one_the_client_names_on_a_native_route() ->
     sent = [(name, value) for name, value in result.set_headers if name.startswith("x-amzn-bedrock-")]
     assert sorted(sent) == [("x-amzn-bedrock-guardrailidentifier", "gr-policy"),
                             ("x-amzn-bedrock-guardrailversion", "3"), ("x-amzn-bedrock-trace", "ENABLED")]
+
+
+def test_a_reload_mid_request_keeps_the_request_on_the_guardrail_policy_it_started_with(gateway: Gateway) -> None:
+    """The reload renames the guardrail policy: the request in flight keeps its own, its answer and record too."""
+    config = parse_config(
+        "guardrail_policies:\n  strict: {detectors: {card: block}}\n"
+        "policies:\n  default: {guardrails: strict}\n"
+        f"consumers:\n  team:\n    key_sha256: {hash_key(KEY)}\n"
+    )
+    gateway._apply(gateway.settings.model_copy(update={"config": config}), KeyRing.build(config, None))
+    state = RequestState()
+    assert isinstance(gateway.request_headers(state, _headers(**{"x-api-key": KEY}), end_of_stream=False), Forward)
+    renamed = parse_config(
+        "guardrail_policies:\n  renamed: {detectors: {card: block}}\n"
+        "policies:\n  default: {guardrails: renamed}\n"
+        f"consumers:\n  team:\n    key_sha256: {hash_key(KEY)}\n"
+    )
+    gateway._apply(gateway.settings.model_copy(update={"config": renamed}), KeyRing.build(renamed, None))
+    card = json.dumps({"model": "claude-haiku-4-5", "max_tokens": 16,
+                       "messages": [{"role": "user", "content": "card 4692 7925 1656 5972"}]}).encode()
+    refused = gateway.request_body(state, card)
+    assert isinstance(refused, Reply) and refused.status == 400 and b"guardrail_card" in refused.body
+    gateway.finish(state)  # metered and recorded against the policy it started with, without an error
+    assert state.finished
