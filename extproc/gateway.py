@@ -121,17 +121,17 @@ class _LimitIds:
     """Identifiers for requests in the limits store, unique across processes and replicas sharing it.
 
     A random prefix per process and a counter: as unique as a UUID per request, without a
-    ``getrandom`` system call on every request.
+    ``getrandom`` system call on every request. A forked child draws a prefix of its own.
     """
 
     def __init__(self) -> None:
-        self._pid = 0
-        self._prefix = ""
-        self._counter = itertools.count()
+        self._renew()
+        os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self._prefix, self._counter = uuid.uuid4().hex[:20], itertools.count()
 
     def __call__(self) -> str:
-        if self._pid != os.getpid():  # a forked child must not repeat its parent's identifiers
-            self._pid, self._prefix, self._counter = os.getpid(), uuid.uuid4().hex[:20], itertools.count()
         return f"{self._prefix}{next(self._counter):x}"
 
 

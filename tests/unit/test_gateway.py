@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import botocore.session
 import pytest
@@ -212,3 +213,18 @@ def test_a_reload_mid_request_keeps_the_request_on_the_guardrail_policy_it_start
     assert isinstance(refused, Reply) and refused.status == 400 and b"guardrail_card" in refused.body
     gateway.finish(state)  # metered and recorded against the policy it started with, without an error
     assert state.finished
+
+
+def test_limit_ids_are_unique_and_a_forked_child_draws_its_own_prefix() -> None:
+    first, second = RequestState().limit_id, RequestState().limit_id
+    assert first != second and first[:20] == second[:20]
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report one id and leave at once
+        os.write(write, RequestState().limit_id.encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    in_child = os.read(read, 100).decode()
+    os.close(read)
+    os.close(write)
+    assert in_child[:20] != first[:20]
