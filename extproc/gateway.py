@@ -190,6 +190,8 @@ class RequestState:
     """What the client received, kept only when the consumer is audited."""
     in_flight: bool = False
     """Counted in the in-flight gauge (from its headers until its stream closes)."""
+    settled: bool = False
+    """Charged to its consumer's limits and usage totals (``Meter.closed`` or ``Meter.finish``)."""
     finished: bool = False
 
 
@@ -652,7 +654,7 @@ class Gateway:
 
     def closed(self, state: RequestState) -> None:
         """The request's ext_proc stream closed; :meth:`finish` may follow later (``server.py`` batches it)."""
-        self.meter.closed(state)
+        self.meter.closed(state, self._policy(state).limits if state.consumer else None)
 
     def finish(self, state: RequestState) -> None:
         """Meter, record and charge a request exactly once, however it ended.

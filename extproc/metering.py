@@ -47,11 +47,29 @@ class Meter:
         metrics.bound(metrics.IN_FLIGHT, state.route.label).inc()
         state.in_flight = True
 
-    def closed(self, state: RequestState) -> None:
-        """The request's stream ended: it leaves the in-flight gauge now, even if it is metered later."""
+    def closed(self, state: RequestState, limits: Limits | None) -> None:
+        """The request's stream ended: what cannot wait for :meth:`finish`, which may come later.
+
+        It leaves the in-flight gauge; under active limits it is charged now, because the
+        consumer's next request, maybe a millisecond later, must find its concurrency lease
+        free and its tokens counted. Metrics, records and an unlimited consumer's usage
+        totals are :meth:`finish`'s.
+        """
         if state.in_flight:
             state.in_flight = False
             metrics.bound(metrics.IN_FLIGHT, state.route.label).dec()
+        if limits is not None and limits.active:
+            self._settle(state, limits)
+
+    def _settle(self, state: RequestState, limits: Limits | None) -> None:
+        """Charge the request to its consumer's limits and usage totals, once."""
+        if state.settled or not state.consumer:
+            return
+        state.settled = True
+        if state.stream is not None:
+            state.usage = state.stream.usage
+        self.limiter.settle(state.consumer, state.model.alias if state.model else "", state.limit_id,
+                            limits if limits and limits.active else None, state.usage, _cost(state))
 
     def keep_answer(self, state: RequestState, chunk: bytes) -> None:
         """Collect what the client receives, up to the audit cap (only for audited consumers)."""
@@ -76,10 +94,10 @@ class Meter:
         model = state.model.alias if state.model else ""
         consumer = state.consumer or ""
         route = state.route.label
-        cost = usage.cost_usd(state.model.entry.prices) if state.model else 0.0
+        cost = _cost(state)
         duration = now - state.started
 
-        self.closed(state)
+        self.closed(state, limits)
         metrics.bound(metrics.REQUESTS, consumer, route, model, f"{status // 100}xx").inc()
         for token_type, count in usage.as_dict().items():
             if count:
@@ -122,9 +140,7 @@ class Meter:
         self.records.write(record)
         if self.audit is not None and state.audit_prompt is not None:
             self.audit.write(self._audit_entry(state, record))
-        if state.consumer:
-            self.limiter.settle(consumer, model, state.limit_id, limits if limits and limits.active else None,
-                                usage, cost)
+        self._settle(state, limits)
 
     def _audit_entry(self, state: RequestState, record: dict[str, Any]) -> dict[str, Any]:
         cap = self.audit_max_chars
@@ -141,6 +157,11 @@ class Meter:
         self.records.close()
         if self.audit is not None:
             self.audit.close()
+
+
+def _cost(state: RequestState) -> float:
+    """What the request's tokens cost at its model's catalogue prices (its usage final)."""
+    return state.usage.cost_usd(state.model.entry.prices) if state.model else 0.0
 
 
 def _ms(seconds: float) -> float:

@@ -155,17 +155,8 @@ class Processor(pb_grpc.ExternalProcessorServicer):
         self._batch: asyncio.TimerHandle | None = None
 
     def _finish(self, state: RequestState, timings: Timings) -> None:
-        """Meter, record and charge a closed stream, now or with the next batch.
-
-        A request under limits is settled at once: the consumer's next request,
-        which may come a millisecond later, must be admitted against its charge
-        and without its concurrency lease. Everything else waits for the batch.
-        """
+        """A stream closed: what cannot wait now (``Gateway.closed``), the rest with the next batch."""
         self.gateway.closed(state)
-        if state.limits is not None:
-            self._observe(timings)
-            self.gateway.finish(state)
-            return
         self._finished.append((state, timings))
         if self._batch is None:
             self._batch = asyncio.get_running_loop().call_later(FINISH_BATCH_SECONDS, self.finish_batch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -182,31 +183,31 @@ def test_a_stream_is_answered_phase_by_phase_then_timed_and_metered_in_a_batch(t
 
 
 def test_a_request_under_limits_is_settled_when_its_stream_closes(tmp_path: Path) -> None:
-    """Its consumer's next request may come at once: it must find the lease free and the charge made."""
+    """Its consumer's next request may come at once: it must find the lease free and the charge made.
+    Metrics and the record still come with the batch."""
     key = "gwk_processor_limited_key_0123456789"
     policy = "policies:\n  default:\n    limits: {concurrent_requests: 1, tokens_per_minute: 1000}\n"
 
-    def counted() -> float:
-        return _sample("gateway_requests_total", consumer="team", route="anthropic_messages", model="haiku",
-                       status_class="2xx")
-
-    async def run() -> tuple[list[str], float, bool]:
+    async def run() -> tuple[list[str], list[tuple[str, int, int]], int]:
         gateway = _gateway(tmp_path, key, policy)
         await gateway.credentials.refresh()
         processor = Processor(gateway)
-        before = counted()
         last_phases = []
         for n in range(2):  # back to back: with its lease still held, the second would be a 429
             answers = [a async for a in processor.Process(_messages_stream(key, f"lim-{n}"), None)]  # type: ignore[arg-type]
             last_phases.append(answers[-1].WhichOneof("response"))
-        metered_at_once = counted() - before
-        queued = bool(processor._finished)
+        now = time.time()
+        charged = [(row.consumer, row.requests, row.usage.input)
+                   for row in await gateway.limiter.store.usage(now - 60, now + 60)]
+        queued = len(processor._finished)
+        processor.finish_batch()
         await gateway.close()
-        return last_phases, metered_at_once, queued
+        return last_phases, charged, queued
 
-    last_phases, metered_at_once, queued = asyncio.run(run())
+    last_phases, charged, queued = asyncio.run(run())
     assert last_phases == ["response_body", "response_body"]  # both answered, neither refused
-    assert metered_at_once == 2 and not queued
+    assert charged == [("team", 2, 14)]  # both charged when their streams closed, before the batch
+    assert queued == 2
     assert [r["request_id"] for r in _records(tmp_path)] == ["lim-0", "lim-1"]
 
 
